@@ -1,0 +1,49 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch==2.13.0 is the local CPU wheel; any other version pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+EXTRAS_TEST ?= dev,lm,plot,envs,log,tune
+
+.PHONY: demo test lint sysdeps venv bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.core: pyproject.toml | $(PY)
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(PY)
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e ".[$(EXTRAS_TEST)]"
+	touch $@
+
+venv: $(VENV)/.core
+
+# System packages: bubblewrap is the sandbox that runs model-written code.
+sysdeps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null; }
+
+demo: $(VENV)/.core
+	$(PY) -m policyopt.cli demo
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(PY) tools/size_budget.py policyopt benchmarks tools
+
+test: sysdeps $(VENV)/.test lint
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest
+
+bench: $(VENV)/.test
+	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/classic_vs_sb3.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

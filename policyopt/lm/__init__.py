@@ -1,0 +1,1 @@
+"""Language-model policies, sampling, tasks, rewards and the sandbox for generated code."""

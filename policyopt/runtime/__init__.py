@@ -1,0 +1,1 @@
+"""Runtime: the trainer (the one loop), collectors, checkpoints, logging, seeding."""
