@@ -1,0 +1,33 @@
+"""Algorithms: one file per family, each a frozen config plus ``update(batch) -> metrics``.
+
+``REGISTRY`` maps the name used in run configs (``algo: ppo``) to its config class, its
+constructor and the kind of data it learns from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from policyopt.algos.a2c import A2C, A2CConfig
+from policyopt.algos.ppo import PPO, PPOConfig
+from policyopt.algos.reinforce import Reinforce, ReinforceConfig
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    name: str
+    config_cls: type
+    cls: Any
+    data: str  # "rollout" (vector envs, actor-critic)
+    summary: str
+
+
+REGISTRY: dict[str, AlgoSpec] = {
+    "ppo": AlgoSpec("ppo", PPOConfig, PPO, "rollout", "PPO: clipped surrogate + GAE (Schulman et al., 2017)"),
+    "a2c": AlgoSpec("a2c", A2CConfig, A2C, "rollout", "A2C: n-step advantage actor-critic (Mnih et al., 2016)"),
+    "reinforce": AlgoSpec("reinforce", ReinforceConfig, Reinforce, "rollout",
+                          "REINFORCE with a learned baseline (Williams, 1992)"),
+}
+
+__all__ = ["A2C", "A2CConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig", "AlgoSpec"]

@@ -1,0 +1,158 @@
+"""Shared pieces of the on-policy actor-critic family (PPO, A2C, REINFORCE): network options,
+the flattened batch, the optimiser step with gradient clipping and the annealing schedule.
+
+Each algorithm's own file holds its config and its update; nothing here is a base class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from policyopt.data.rollout import Rollout
+from policyopt.losses import discounted_returns, gae
+from policyopt.nets.actor_critic import ActionSpec, ActorCritic
+from policyopt.runtime.config import configclass
+
+
+@configclass
+class NetConfig:
+    hidden_sizes: tuple[Annotated[int, Field(gt=0)], ...] = (64, 64)
+    """Widths of the hidden layers of the actor and critic MLPs."""
+    activation: Literal["tanh", "relu", "gelu", "silu"] = "tanh"
+    """Hidden-layer activation."""
+    shared_torso: bool = False
+    """Share one MLP torso between actor and critic (default: two separate networks)."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of Gaussian policies (Box actions)."""
+
+
+@dataclass
+class FlatBatch:
+    """The valid transitions of a rollout, flattened to ``[B, ...]``."""
+
+    obs: Tensor
+    actions: Tensor
+    logp: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+    mask: Tensor | None
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def take(self, idx: Tensor) -> FlatBatch:
+        return FlatBatch(self.obs[idx], self.actions[idx], self.logp[idx], self.values[idx],
+                         self.advantages[idx], self.returns[idx], None if self.mask is None else self.mask[idx])
+
+
+def flatten(batch: Rollout, advantages: Tensor, returns: Tensor) -> FlatBatch:
+    """Keep only ``batch.valid`` steps and flatten time and env axes."""
+    v = batch.valid
+    all_valid = bool(v.all())
+
+    def pick(x: Tensor) -> Tensor:
+        return x.reshape(-1, *x.shape[2:]) if all_valid else x[v]
+
+    mask = None if batch.action_mask is None else pick(batch.action_mask)
+    return FlatBatch(pick(batch.obs), pick(batch.actions), pick(batch.logp), pick(batch.values),
+                     pick(advantages), pick(returns), mask)
+
+
+def estimate(batch: Rollout, gamma: float, lam: float | None) -> tuple[Tensor, Tensor]:
+    """GAE(lambda) advantages and returns, or Monte-Carlo returns minus the baseline when
+    ``lam is None``."""
+    if lam is None:
+        returns = discounted_returns(batch.rewards, batch.next_values, batch.terminated, batch.episode_end, gamma)
+        return returns - batch.values, returns
+    return gae(batch.rewards, batch.values, batch.next_values, batch.terminated, batch.episode_end, gamma, lam)
+
+
+class Learner:
+    """Owns the actor-critic, its optimiser, the numpy RNG for minibatch order and the update count."""
+
+    def __init__(self, obs_dim: int, spec: ActionSpec, net: NetConfig, lr: float, seed: int,
+                 optimizer: str = "adam", adam_eps: float = 1e-5, max_grad_norm: float | None = 0.5):
+        torch.manual_seed(seed)
+        self.net = ActorCritic(obs_dim, spec, net.hidden_sizes, net.activation, net.shared_torso, net.init_log_std)
+        params = list(self.net.parameters())
+        if optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=lr, eps=adam_eps, foreach=True)
+        else:
+            self.opt = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=adam_eps, foreach=True)
+        self.params, self.base_lr, self.max_grad_norm = params, lr, max_grad_norm
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.updates = 0
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def step(self, loss: Tensor) -> float:
+        """Backward, clip the global gradient norm, optimiser step; returns the pre-clip norm."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = 0.0
+        if self.max_grad_norm is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True))
+        self.opt.step()
+        return norm
+
+    def minibatches(self, n: int, size: int) -> list[Tensor]:
+        return list(torch.from_numpy(self.rng.permutation(n)).split(size))
+
+    def state_dict(self) -> dict:
+        return {"net": dict(self.net.state_dict()), "optimizer": optimizer_tree(self.opt),
+                "rng": self.rng.bit_generator.state, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        load_optimizer_tree(self.opt, state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.updates = int(state["updates"])
+
+
+def linear_decay(updates: int, total_updates: int) -> float:
+    """The fraction of the schedule left: 1 at the first update, -> 0 at the last."""
+    return max(0.0, 1.0 - updates / max(total_updates, 1))
+
+
+def optimizer_tree(opt: torch.optim.Optimizer) -> dict:
+    """``optimizer.state_dict()`` as a state tree (JSON needs string keys)."""
+    sd = opt.state_dict()
+    return {"state": {str(k): v for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def load_optimizer_tree(opt: torch.optim.Optimizer, tree: dict) -> None:
+    groups = [dict(g, params=[int(p) for p in g["params"]]) for g in tree["param_groups"]]
+    for g, current in zip(groups, opt.param_groups):
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        if len(g["params"]) != len(current["params"]):
+            raise ValueError("checkpoint optimizer does not match the model's parameters")
+    opt.load_state_dict({"state": {int(k): v for k, v in tree["state"].items()}, "param_groups": groups})
+
+
+def policy_gradient_update(learner: Learner, batch: Rollout, *, gamma: float, lam: float | None,
+                           norm_adv: bool, ent_coef: float, vf_coef: float, lr: float) -> dict[str, float]:
+    """One full-batch step of ``-A log pi - c_e H + c_v L_V`` (A2C and REINFORCE with baseline)."""
+    from policyopt.losses import normalize, policy_gradient_loss, value_loss
+
+    learner.set_lr(lr)
+    adv, ret = estimate(batch, gamma, lam)
+    flat = flatten(batch, adv, ret)
+    logp, entropy, values = learner.net.evaluate(flat.obs, flat.actions, flat.mask)
+    a = normalize(flat.advantages) if norm_adv else flat.advantages
+    pg = policy_gradient_loss(logp, a)
+    vl = value_loss(values, flat.returns)
+    ent = entropy.mean()
+    grad_norm = learner.step(pg - ent_coef * ent + vf_coef * vl)
+    learner.updates += 1
+    return {"loss/policy": float(pg), "loss/value": float(vl), "stats/entropy": float(ent),
+            "stats/grad_norm": grad_norm, "opt/lr": lr}

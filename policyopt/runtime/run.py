@@ -1,0 +1,185 @@
+"""From a run config (YAML) to a running trainer: ``train``, ``resume`` and ``evaluate_run``.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``tb/`` and
+``checkpoints/``. Resume continues counters, schedules, RNGs, env state and normalisers exactly;
+changing the batch geometry on resume is refused unless forced. Starting a *new* run from the
+weights of another is a separate, explicit action (``init_from``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import gymnasium as gym
+import torch
+from pydantic import Field
+
+from policyopt.algos import REGISTRY
+from policyopt.nets.actor_critic import ActionSpec
+from policyopt.runtime import checkpoint as ckpt
+from policyopt.runtime.collectors import ObsAdapter, RolloutCollector
+from policyopt.runtime.config import ConfigError, apply_overrides, build, configclass, dump_yaml, load_yaml, to_dict
+from policyopt.runtime.evaluate import EpisodeEvaluator
+from policyopt.runtime.seeding import derive_seed
+from policyopt.runtime.trainer import Trainer, TrainerConfig
+
+
+@configclass
+class EnvConfig:
+    id: str = "CartPole-v1"
+    """Any Gymnasium environment id (policyopt's own are registered as ``policyopt/...``)."""
+    num_envs: Annotated[int, Field(gt=0)] = 8
+    """Parallel copies of the environment."""
+    vectorization: Literal["sync", "async", "vector_entry_point"] = "sync"
+    """``gymnasium.make_vec`` mode: ``vector_entry_point`` uses a natively batched env."""
+    autoreset: Literal["next_step", "same_step"] = "next_step"
+    """Gymnasium autoreset mode for sync/async vectorisation (native envs declare their own)."""
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra keyword arguments for the environment constructor."""
+    normalize_obs: bool = False
+    """Normalise observations with running statistics (saved in checkpoints)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return."""
+    clip_obs: Annotated[float, Field(gt=0)] = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    algo: str
+    seed: int
+    env: EnvConfig
+    trainer: TrainerConfig
+    algo_config: Any
+
+
+TOP_KEYS = ("algo", "seed", "env", "trainer")
+
+
+def parse_run_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a run-config mapping; every problem names its key."""
+    name = data.get("algo")
+    if name not in REGISTRY:
+        raise ConfigError(f"algo: unknown algorithm {name!r}; choose one of {sorted(REGISTRY)}")
+    extra = set(data) - set(TOP_KEYS) - {name}
+    if extra:
+        raise ConfigError(f"{sorted(extra)[0]}: unknown key (top-level keys are {list(TOP_KEYS)} and {name!r})")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer (got {seed!r})")
+    return RunConfig(name, seed, build(EnvConfig, data.get("env"), "env"),
+                     build(TrainerConfig, data.get("trainer"), "trainer"),
+                     build(REGISTRY[name].config_cls, data.get(name), name))
+
+
+def run_config_dict(cfg: RunConfig) -> dict[str, Any]:
+    return {"algo": cfg.algo, "seed": cfg.seed, "env": to_dict(cfg.env), "trainer": to_dict(cfg.trainer),
+            cfg.algo: to_dict(cfg.algo_config)}
+
+
+def make_env(env: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
+    """``gymnasium.make_vec`` with clear errors for unknown ids and unsupported modes."""
+    import policyopt.envs  # noqa: F401  (registers policyopt/... environments)
+
+    vector_kwargs = None
+    if env.vectorization != "vector_entry_point":
+        modes = gym.vector.AutoresetMode
+        vector_kwargs = {"autoreset_mode": modes.SAME_STEP if env.autoreset == "same_step" else modes.NEXT_STEP}
+    try:
+        return gym.make_vec(env.id, num_envs=num_envs, vectorization_mode=env.vectorization,
+                            vector_kwargs=vector_kwargs, **env.kwargs)
+    except gym.error.Error as err:
+        raise ConfigError(f"env.id: cannot make {env.id!r} with vectorization={env.vectorization!r}: {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"env.kwargs: {env.id!r} rejected the keyword arguments {env.kwargs}: {err}") from None
+
+
+def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
+    torch.set_num_threads(cfg.trainer.torch_threads)
+    spec_entry = REGISTRY[cfg.algo]
+    env = make_env(cfg.env, cfg.env.num_envs)
+    try:
+        adapter = ObsAdapter(env.single_observation_space)
+        action_spec = ActionSpec.from_space(env.single_action_space)
+    except ValueError as err:
+        env.close()
+        raise ConfigError(f"env.id: {cfg.env.id!r} cannot be trained with {cfg.algo}: {err}") from None
+    acfg = cfg.algo_config
+    per_update = acfg.num_steps * cfg.env.num_envs
+    total_updates = -(-cfg.trainer.total_steps // per_update)
+    algo = spec_entry.cls(acfg, adapter.dim, action_spec, total_updates, derive_seed(cfg.seed, "policy"))
+    collector = RolloutCollector(env, algo.policy, acfg.num_steps, derive_seed(cfg.seed, "env"),
+                                 derive_seed(cfg.seed, "actions"), cfg.env.normalize_obs, cfg.env.normalize_reward,
+                                 getattr(acfg, "gamma", 0.99), cfg.env.clip_obs)
+    evaluator = EpisodeEvaluator(lambda n: make_env(cfg.env, n), algo.policy, cfg.trainer.eval_episodes,
+                                 derive_seed(cfg.seed, "eval"), collector.normalize_eval_obs)
+    return Trainer(algo, collector, cfg.trainer, run_dir, evaluator)
+
+
+def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
+    env_name = cfg.env.id.replace("/", "-")
+    return Path(root) / f"{cfg.algo}_{env_name}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: str | Path | dict, overrides: list[str] = (), run_dir: str | Path | None = None,
+          until_step: int | None = None, init_from: str | Path | None = None) -> tuple[Path, dict]:
+    """Start a new run. ``init_from`` (a run dir or checkpoint) copies only the policy weights."""
+    data = load_yaml(config) if not isinstance(config, dict) else config
+    cfg = parse_run_config(apply_overrides(data, list(overrides)))
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    if (run_dir / "checkpoints").exists():
+        raise ConfigError(f"run dir {run_dir} already holds checkpoints: use `policyopt resume {run_dir}`")
+    trainer = build_trainer(cfg, run_dir)
+    dump_yaml(run_config_dict(cfg), run_dir / "config.yaml")
+    if init_from is not None:
+        tree, _ = ckpt.load_checkpoint(init_from)
+        trainer.algorithm.policy.load_state_dict(tree["algorithm"]["learner"]["net"])
+    return run_dir, trainer.run(until_step)
+
+
+def resume(run_dir: str | Path, overrides: list[str] = (), force: bool = False,
+           until_step: int | None = None) -> tuple[Path, dict]:
+    """Continue a run exactly where its latest checkpoint left it."""
+    run_dir = Path(run_dir)
+    saved = load_yaml(run_dir / "config.yaml")
+    cfg = parse_run_config(apply_overrides(saved, list(overrides)))
+    old = parse_run_config(saved)
+    changed = _geometry_changes(old, cfg)
+    if changed and not force:
+        raise ConfigError(f"resume would change the batch geometry ({', '.join(changed)}); "
+                          "pass --force to accept a run that is no longer exactly reproducible")
+    trainer = build_trainer(cfg, run_dir)
+    trainer.restore()
+    dump_yaml(run_config_dict(cfg), run_dir / "config.yaml")
+    return run_dir, trainer.run(until_step)
+
+
+def _geometry_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    keys = [f"env.{k}" for k in ("id", "num_envs", "vectorization")]
+    keys += [f"{new.algo}.{k}" for k in getattr(REGISTRY[new.algo].cls, "batch_geometry", ())]
+    out = [] if old.algo == new.algo else ["algo"]
+    for key in keys:
+        section, name = key.split(".")
+        a = getattr(old.env if section == "env" else old.algo_config, name, None)
+        b = getattr(new.env if section == "env" else new.algo_config, name, None)
+        if a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, deterministic: bool = True) -> dict[str, float]:
+    """Score the latest checkpoint of a run on fresh evaluation episodes."""
+    run_dir = Path(run_dir)
+    cfg = parse_run_config(load_yaml(run_dir / "config.yaml"))
+    trainer = build_trainer(cfg, run_dir)
+    tree, step = ckpt.load_checkpoint(run_dir)
+    trainer.load_state_dict(tree)
+    ev = trainer.evaluator
+    ev.episodes = episodes or ev.episodes
+    ev.deterministic = deterministic
+    out = {"step": step, **ev.evaluate()}
+    return out
