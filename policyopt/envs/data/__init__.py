@@ -1,0 +1,1 @@
+"""Instance files shipped with policyopt.envs (job-shop benchmarks in OR-Library format)."""

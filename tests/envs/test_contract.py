@@ -1,0 +1,85 @@
+"""The contract every policyopt environment meets (parametrised over all registered ids)."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import policyopt.envs
+from policyopt.envs import InvalidActionError
+from tests.envs.contract import assert_matches_sync, assert_resume_exact, assert_tree_equal, sample_actions
+
+IDS = policyopt.envs.ENV_IDS
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_check_env_single_form(env_id):
+    env = gymnasium.make(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # infinite Box bounds are legitimate here
+        check_env(env.unwrapped, skip_render_check=True)
+
+
+@pytest.mark.parametrize("mode", ["next_step", "same_step"])
+@pytest.mark.parametrize("env_id", IDS)
+def test_native_batch_equals_sync_vector_env(env_id, mode):
+    ends = assert_matches_sync(env_id, n=5, steps=60, seed=11, mode=mode)
+    assert ends > 0, "the run must cross episode ends to test autoreset"
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_seeded_determinism_and_seed_sensitivity(env_id):
+    def rollout(seed):
+        env = gymnasium.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+        rng = np.random.default_rng(0)
+        obs, info = env.reset(seed=seed)
+        trace = [obs]
+        for _ in range(10):
+            obs, rew, *_, info = env.step(sample_actions(env.single_action_space, 3, rng, info.get("action_mask")))
+            trace += [obs, rew]
+        return trace
+
+    a, b, c = rollout(5), rollout(5), rollout(6)
+    assert_tree_equal(a, b)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c)), "different seeds gave identical rollouts"
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_checkpoint_resume_is_bitwise(env_id):
+    assert_resume_exact(env_id, n=4, steps=15, seed=3)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_wrong_action_shape_is_an_error(env_id):
+    env = gymnasium.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+    env.reset(seed=0)
+    bad = np.zeros((2, *env.single_action_space.shape), dtype=env.single_action_space.dtype)
+    with pytest.raises(InvalidActionError, match="shape"):
+        env.step(bad)
+    single = gymnasium.make(env_id).unwrapped
+    single.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="shape"):
+        single.step(np.zeros((7, 7)))
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_single_env_refuses_step_after_episode_end_and_before_reset(env_id):
+    env = gymnasium.make(env_id).unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+    _, info = env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    for _ in range(100_000):
+        mask = info.get("action_mask")
+        action = sample_actions(env.action_space, 1, rng, None if mask is None else mask[None])[0]
+        _, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    else:
+        pytest.fail("episode did not end")
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(action)
