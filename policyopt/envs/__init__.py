@@ -11,19 +11,20 @@ import gymnasium
 
 from policyopt.envs.core import InvalidActionError, NativeVectorEnv, SingleEnv
 
-# name -> module (each module defines ``<Name>VectorEnv`` and ``make_single``)
+# name -> (single-env entry point, native vector entry point); imported lazily by gymnasium
 ENVS = {
-    "JobShop": ("policyopt.envs.jobshop", "JobShopVectorEnv"),
+    "JobShop": ("policyopt.envs.jobshop:make_single", "policyopt.envs.jobshop:JobShopVectorEnv"),
+    "LotSizing": ("policyopt.envs.inventory:make_single", "policyopt.envs.inventory:LotSizingVectorEnv"),
+    "Portfolio": ("policyopt.envs.portfolio:make_single", "policyopt.envs.portfolio:PortfolioVectorEnv"),
+    "PortfolioESG": ("policyopt.envs.portfolio:make_single_esg", "policyopt.envs.portfolio:make_vector_esg"),
 }
 
 
 def _register_all() -> None:
-    for name, (module, cls) in ENVS.items():
+    for name, (single, vector) in ENVS.items():
         env_id = f"policyopt/{name}-v0"
-        if env_id in gymnasium.registry:
-            continue
-        gymnasium.register(id=env_id, entry_point=f"{module}:make_single",
-                           vector_entry_point=f"{module}:{cls}", disable_env_checker=False)
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=single, vector_entry_point=vector)
 
 
 _register_all()

@@ -14,6 +14,12 @@ from policyopt.envs import InvalidActionError
 from tests.envs.contract import assert_matches_sync, assert_resume_exact, assert_tree_equal, sample_actions
 
 IDS = policyopt.envs.ENV_IDS
+# short episodes so that 60 steps cross several autoresets
+SHORT = {
+    "policyopt/LotSizing-v0": {"horizon": 12},
+    "policyopt/Portfolio-v0": {"horizon": 15, "window": 4},
+    "policyopt/PortfolioESG-v0": {"horizon": 15, "window": 4, "reward": "log_return"},
+}
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -27,7 +33,7 @@ def test_check_env_single_form(env_id):
 @pytest.mark.parametrize("mode", ["next_step", "same_step"])
 @pytest.mark.parametrize("env_id", IDS)
 def test_native_batch_equals_sync_vector_env(env_id, mode):
-    ends = assert_matches_sync(env_id, n=5, steps=60, seed=11, mode=mode)
+    ends = assert_matches_sync(env_id, n=5, steps=60, seed=11, mode=mode, kwargs=SHORT.get(env_id))
     assert ends > 0, "the run must cross episode ends to test autoreset"
 
 
@@ -50,7 +56,7 @@ def test_seeded_determinism_and_seed_sensitivity(env_id):
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_checkpoint_resume_is_bitwise(env_id):
-    assert_resume_exact(env_id, n=4, steps=15, seed=3)
+    assert_resume_exact(env_id, n=4, steps=15, seed=3, kwargs=SHORT.get(env_id))
 
 
 @pytest.mark.parametrize("env_id", IDS)
