@@ -122,7 +122,7 @@ class LotSizingVectorEnv(NativeVectorEnv):
 
 
 def s_S_actions(env: LotSizingVectorEnv, s: np.ndarray, S: np.ndarray) -> np.ndarray:
-    """(s, S) policy actions ``[num_envs, n_items]``: order ``S - I`` when ``I < s``; ``s, S`` are ``[num_envs, n_items]``."""
+    """(s, S) actions ``[num_envs, n_items]``: order ``S - I`` when ``I < s``; ``s, S``: ``[num_envs, n_items]``."""
     order = np.where(env.inventory < s, np.clip(S - env.inventory, 0, env.max_order), 0)
     return order / env.max_order
 
