@@ -30,6 +30,7 @@ import re
 import shutil
 import struct
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +309,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, tree: Any, keep_last:
     if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
         raise CheckpointError(f"keep_last must be an int >= 1 or None, got {keep_last!r}")
     root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        root.mkdir(parents=True)
+        _fsync_dir(root.parent)
     _clean_stale(root)
     staging = root / f".staging-step_{step:012d}-{os.getpid()}"
     try:
@@ -320,7 +323,11 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, tree: Any, keep_last:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _write_latest(root, final.name)
-    _prune(root, keep_last, final)
+    try:
+        _prune(root, keep_last, final)
+    except OSError as e:  # the new checkpoint is already complete and named by `latest`
+        warnings.warn(f"{root}: could not delete old checkpoints ({e}); will retry on the next save",
+                      RuntimeWarning, stacklevel=2)
     return final
 
 
@@ -371,6 +378,8 @@ def _resolve(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    if path.name == CHECKPOINTS_DIR and not (path / CHECKPOINTS_DIR).is_dir():
+        path = path.parent  # the user passed run_dir/checkpoints
     found = latest_checkpoint(path)
     if found is None:
         raise CheckpointError(f"{path}: run directory holds no complete checkpoint")

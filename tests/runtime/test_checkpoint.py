@@ -79,6 +79,7 @@ def test_rich_tree_round_trips_bitwise(tmp_path):
     _assert_same(tree, loaded)
     loaded2, _ = load_checkpoint(path)
     _assert_same(tree, loaded2)
+    assert load_checkpoint(tmp_path / "checkpoints")[1] == 5
     manifest = json.loads((path / "meta.json").read_text())["manifest"]
     assert manifest["version"] == ck.FORMAT_VERSION and manifest["step"] == 5
     assert len(manifest["tensor_sha256"]) == 64 and manifest["created_unix"] > 0
@@ -146,8 +147,12 @@ def test_failure_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch, wh
     else:
         monkeypatch.setattr(ck.shutil, "rmtree", boom)
         monkeypatch.setattr(ck.os, "rename", lambda a, b: boom() if ".trash" in str(b) else real_rename(a, b))
-    with pytest.raises(OSError, match="injected"):
-        save_checkpoint(tmp_path, 3, {"w": torch.full((3,), 3.0), "v": 3}, keep_last=1)
+    if where == "prune":  # the checkpoint is complete: a failed cleanup only warns
+        with pytest.warns(RuntimeWarning, match="could not delete old checkpoints"):
+            save_checkpoint(tmp_path, 3, {"w": torch.full((3,), 3.0), "v": 3}, keep_last=1)
+    else:
+        with pytest.raises(OSError, match="injected"):
+            save_checkpoint(tmp_path, 3, {"w": torch.full((3,), 3.0), "v": 3}, keep_last=1)
     monkeypatch.undo()
     tree, step = load_checkpoint(tmp_path)
     expected = 3 if where == "prune" else 2  # the new checkpoint is complete once `latest` names it
