@@ -61,6 +61,9 @@ class SandboxConfig:
     """How many dedicated uids (the most concurrent runs across all processes on the host)."""
     max_reruns: Annotated[int, pydantic.Field(ge=0, le=10_000)] = 64
     """After a test kills the process, the remaining tests rerun in a fresh one, at most this often."""
+    rerun_after_timeout: bool = False
+    """Also rerun the remaining tests after a TIMEOUT (exact per-test verdicts, but every hanging test
+    costs a full wall budget); by default the tests after a timed-out one are TIMEOUT too."""
 
 
 class Sandbox:
@@ -163,6 +166,9 @@ class Sandbox:
             runs, wall, cpu = runs + 1, wall + raw.wall_s, cpu + raw.cpu_s
             graded, todo = grade_calls(raw, todo, expected, limits.cpu_time_s, float_tol)
             results.update(graded)
+            if raw.killed in ("wall", "cpu") and not self.config.rerun_after_timeout:
+                results.update({i: TestResult(Verdict.TIMEOUT, "not run: an earlier test timed out") for i in todo})
+                todo = []
             if capture is not None:
                 for message in raw.messages:
                     if "schema" in message and "schema" not in capture:
@@ -180,7 +186,7 @@ class Sandbox:
         limits = limits or self.config.limits
         job = {"mode": "bench", "source": "candidate.py", "repeat": repeat,
                "calls": [[i, c] for i, c in enumerate(calls)]}
-        raw = self.execute(job, {"candidate.py": source.encode()}, limits=limits, n_phases=len(calls))
+        raw = self.execute(job, {"candidate.py": source.encode()}, limits=limits, n_phases=max(1, len(calls)))
         graded, _ = grade_calls(raw, list(range(len(calls))), [RAN] * len(calls), limits.cpu_time_s)
         bad = [graded[i] for i in range(len(calls)) if graded[i].verdict is not Verdict.PASS]
         return (bad[0] if bad else TestResult(Verdict.PASS)), raw.cpu_s
