@@ -6,6 +6,7 @@ constructor and the kind of data it learns from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,20 @@ from policyopt.algos.reinforce import Reinforce, ReinforceConfig
 
 @dataclass(frozen=True)
 class AlgoSpec:
+    """A registered algorithm.
+
+    ``data == "rollout"``: an on-policy actor-critic built by ``policyopt.runtime.run`` with a
+    :class:`~policyopt.runtime.collectors.RolloutCollector`; its constructor is
+    ``cls(config, obs_dim, action_spec, total_updates, seed)`` and it exposes ``policy``.
+    Any other kind supplies ``builder(run_config, run_dir) -> (algorithm, collector, evaluator | None)``.
+    """
+
     name: str
     config_cls: type
     cls: Any
-    data: str  # "rollout" (vector envs, actor-critic)
+    data: str
     summary: str
+    builder: Callable[..., tuple[Any, Any, Any]] | None = None
 
 
 REGISTRY: dict[str, AlgoSpec] = {

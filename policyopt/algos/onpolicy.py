@@ -47,7 +47,9 @@ class FlatBatch:
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-    def take(self, idx: Tensor) -> FlatBatch:
+    def take(self, idx: Tensor | None) -> FlatBatch:
+        if idx is None:
+            return self
         return FlatBatch(self.obs[idx], self.actions[idx], self.logp[idx], self.values[idx],
                          self.advantages[idx], self.returns[idx], None if self.mask is None else self.mask[idx])
 
@@ -83,7 +85,8 @@ class Learner:
         self.net = ActorCritic(obs_dim, spec, net.hidden_sizes, net.activation, net.shared_torso, net.init_log_std)
         params = list(self.net.parameters())
         if optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=lr, eps=adam_eps, foreach=True)
+            # fused Adam: one kernel for all parameters (CPU support since torch 2.4)
+            self.opt = torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
         else:
             self.opt = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=adam_eps, foreach=True)
         self.params, self.base_lr, self.max_grad_norm = params, lr, max_grad_norm
@@ -104,7 +107,11 @@ class Learner:
         self.opt.step()
         return norm
 
-    def minibatches(self, n: int, size: int) -> list[Tensor]:
+    def minibatches(self, n: int, size: int) -> list[Tensor | None]:
+        """Shuffled index minibatches; ``[None]`` (= the whole batch, no copy) when one minibatch
+        holds everything, since a full-batch gradient does not depend on the order."""
+        if size >= n:
+            return [None]
         return list(torch.from_numpy(self.rng.permutation(n)).split(size))
 
     def state_dict(self) -> dict:

@@ -85,28 +85,27 @@ class PPO:
         learner.set_lr(lr)
         adv, ret = estimate(batch, cfg.gamma, cfg.gae_lambda)
         flat = flatten(batch, adv, ret)
-        sums = torch.zeros(6)
-        n_steps = 0
+        stats: list[torch.Tensor] = []
+        use_entropy = cfg.ent_coef > 0
         for _ in range(cfg.update_epochs):
             for idx in learner.minibatches(len(flat), cfg.minibatch_size):
                 mb = flat.take(idx)
-                logp, entropy, values = self.policy.evaluate(mb.obs, mb.actions, mb.mask)
-                a = normalize(mb.advantages) if cfg.norm_adv and len(idx) > 1 else mb.advantages
+                logp, entropy, values = self.policy.evaluate(mb.obs, mb.actions, mb.mask, entropy_grad=use_entropy)
+                a = normalize(mb.advantages) if cfg.norm_adv and len(mb) > 1 else mb.advantages
                 pg, clip_frac, kl = ppo_clip_loss(logp, mb.logp, a, clip, clip_high)
-                v_clip = cfg.clip_coef_value if cfg.clip_vloss else None
-                vl = value_loss(values, mb.returns, mb.values, v_clip)
+                vl = value_loss(values, mb.returns, mb.values, cfg.clip_coef_value if cfg.clip_vloss else None)
                 ent = entropy.mean()
-                grad_norm = learner.step(pg - cfg.ent_coef * ent + cfg.vf_coef * vl)
-                sums += torch.stack([pg.detach(), vl.detach(), ent.detach(), kl, clip_frac,
-                                     torch.tensor(grad_norm)])
-                n_steps += 1
+                loss = pg + cfg.vf_coef * vl - cfg.ent_coef * ent if use_entropy else pg + cfg.vf_coef * vl
+                grad_norm = learner.step(loss)
+                stats.append(torch.stack([pg.detach(), vl.detach(), ent.detach(), kl, clip_frac,
+                                          torch.tensor(grad_norm)]))
             if cfg.target_kl is not None and float(kl) > cfg.target_kl:
                 break
         learner.updates += 1
-        m = (sums / max(n_steps, 1)).tolist()
+        m = torch.stack(stats).mean(0).tolist()
         return {"loss/policy": m[0], "loss/value": m[1], "stats/entropy": m[2], "stats/approx_kl": m[3],
                 "stats/clip_frac": m[4], "stats/grad_norm": m[5], "stats/explained_variance": explained_variance(flat),
-                "opt/lr": lr, "opt/clip_coef": clip, "opt/grad_steps": float(n_steps)}
+                "opt/lr": lr, "opt/clip_coef": clip, "opt/grad_steps": float(len(stats))}
 
     def state_dict(self) -> dict:
         return {"learner": self.learner.state_dict()}

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from policyopt.nets import distributions as D
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu, "silu": F.silu}
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,21 @@ class ActionSpec:
         )
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...], activation: str) -> tuple[nn.Sequential, int]:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(in_dim, h), ACTIVATIONS[activation]()]
-        in_dim = h
-    return nn.Sequential(*layers), in_dim
+class MLP(nn.Module):
+    """Linear layers with an activation after each. The forward calls ``F.linear`` directly:
+    for networks this small, ``nn.Module.__call__`` dispatch costs as much as the maths."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str):
+        super().__init__()
+        dims = (in_dim, *hidden)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = ACTIVATIONS[activation]
+        self.out_dim = dims[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = self.act(F.linear(x, layer.weight, layer.bias))
+        return x
 
 
 def _orthogonal(module: nn.Module, gain: float) -> None:
@@ -82,10 +92,10 @@ class ActorCritic(nn.Module):
                  activation: str = "tanh", shared: bool = False, init_log_std: float = 0.0):
         super().__init__()
         self.spec = spec
-        self.pi_torso, pi_out = mlp(obs_dim, hidden, activation)
-        self.vf_torso, vf_out = (None, pi_out) if shared else mlp(obs_dim, hidden, activation)
-        self.pi_head = nn.Linear(pi_out, spec.head_size)
-        self.vf_head = nn.Linear(vf_out, 1)
+        self.pi_torso = MLP(obs_dim, hidden, activation)
+        self.vf_torso = None if shared else MLP(obs_dim, hidden, activation)
+        self.pi_head = nn.Linear(self.pi_torso.out_dim, spec.head_size)
+        self.vf_head = nn.Linear(self.pi_torso.out_dim, 1)
         _orthogonal(self, math.sqrt(2))
         _orthogonal(self.pi_head, 0.01)
         _orthogonal(self.vf_head, 1.0)
@@ -93,13 +103,14 @@ class ActorCritic(nn.Module):
 
     def heads(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """``obs [B, obs_dim]`` -> (policy parameters ``[B, head]``, values ``[B]``)."""
-        h = self.pi_torso(obs)
-        v = self.vf_head(h if self.vf_torso is None else self.vf_torso(obs)).squeeze(-1)
-        return self.pi_head(h), v
+        h = self.pi_torso.forward(obs)
+        hv = h if self.vf_torso is None else self.vf_torso.forward(obs)
+        v = F.linear(hv, self.vf_head.weight, self.vf_head.bias).squeeze(-1)
+        return F.linear(h, self.pi_head.weight, self.pi_head.bias), v
 
     def value(self, obs: Tensor) -> Tensor:
         torso = self.pi_torso if self.vf_torso is None else self.vf_torso
-        return self.vf_head(torso(obs)).squeeze(-1)
+        return F.linear(torso.forward(obs), self.vf_head.weight, self.vf_head.bias).squeeze(-1)
 
     def act(self, obs: Tensor, mask: Tensor | None, generator: torch.Generator | None,
             deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
@@ -113,20 +124,22 @@ class ActorCritic(nn.Module):
         params = D.masked_logits(params, mask)
         if kind == "discrete":
             actions = D.categorical_sample(params, generator, deterministic)
-            logp, _ = D.categorical_logp_entropy(params, actions)
+            logp = torch.log_softmax(params, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         else:
             actions = D.multi_categorical_sample(params, self.spec.nvec, generator, deterministic)
             logp, _ = D.multi_categorical_logp_entropy(params, actions, self.spec.nvec)
         return actions, logp, values
 
-    def evaluate(self, obs: Tensor, actions: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(log_prob [B], entropy [B], value [B])`` of given actions, with gradients."""
+    def evaluate(self, obs: Tensor, actions: Tensor, mask: Tensor | None,
+                 entropy_grad: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """``(log_prob [B], entropy [B], value [B])`` of given actions, with gradients (for the
+        entropy only when ``entropy_grad``: without an entropy bonus it is just a statistic)."""
         params, values = self.heads(obs)
         kind = self.spec.kind
         if kind == "box":
             logp, ent = D.normal_logp_entropy(params, self.log_std, actions)
         elif kind == "discrete":
-            logp, ent = D.categorical_logp_entropy(D.masked_logits(params, mask), actions)
+            logp, ent = D.categorical_logp_entropy(D.masked_logits(params, mask), actions, entropy_grad)
         else:
             logp, ent = D.multi_categorical_logp_entropy(D.masked_logits(params, mask), actions, self.spec.nvec)
         return logp, ent, values

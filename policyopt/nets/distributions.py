@@ -29,10 +29,13 @@ def categorical_sample(logits: Tensor, generator: torch.Generator | None, determ
     return (logits - (-u.log()).log()).argmax(-1)
 
 
-def categorical_logp_entropy(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-    """Log-probability of integer ``actions [B]`` and entropy under ``logits [B, K]``."""
+def categorical_logp_entropy(logits: Tensor, actions: Tensor, entropy_grad: bool = True) -> tuple[Tensor, Tensor]:
+    """Log-probability of integer ``actions [B]`` and entropy under ``logits [B, K]``
+    (the entropy is computed outside the autograd graph when ``entropy_grad`` is False)."""
     logp_all = torch.log_softmax(logits, -1)
     logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    if not entropy_grad:
+        logp_all = logp_all.detach()
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
 

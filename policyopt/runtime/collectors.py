@@ -13,6 +13,8 @@ Both Gymnasium 1.x autoreset modes are handled:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -150,8 +152,14 @@ class RolloutCollector:
         return torch.from_numpy(idx), self.policy.value(torch.from_numpy(flat))
 
     def state_dict(self) -> dict:
+        try:
+            env_state = envstate.get_env_state(self.env)
+        except envstate.EnvStateError as err:
+            warnings.warn(f"environment state cannot be checkpointed ({err}); a resumed run will restart "
+                          "its episodes and will NOT be an exact continuation", RuntimeWarning, stacklevel=2)
+            env_state = {"unavailable": str(err)}
         state = {
-            "env": envstate.get_env_state(self.env),
+            "env": env_state,
             "obs": self.obs.copy(), "mask": None if self.mask is None else self.mask.copy(),
             "prev_end": self.prev_end.copy(), "ep_return": self.ep_return.copy(),
             "ep_length": self.ep_length.copy(), "generator": generator_state(self.generator),
@@ -163,10 +171,19 @@ class RolloutCollector:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        envstate.set_env_state(self.env, state["env"])
-        self.obs, self.prev_end = state["obs"].copy(), state["prev_end"].copy()
-        self.mask = None if state["mask"] is None else state["mask"].copy()
+        if "unavailable" in state["env"]:
+            warnings.warn("resuming without environment state: episodes restart from a fresh reset, so this run "
+                          "is not an exact continuation", RuntimeWarning, stacklevel=2)
+            raw, info = self.env.reset()
+            self.obs, self.mask = self._process(raw, info)
+            self.prev_end = np.zeros(self.num_envs, bool)
+        else:
+            envstate.set_env_state(self.env, state["env"])
+            self.obs, self.prev_end = state["obs"].copy(), state["prev_end"].copy()
+            self.mask = None if state["mask"] is None else state["mask"].copy()
         self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
+        if "unavailable" in state["env"]:
+            self.ep_return[:], self.ep_length[:] = 0.0, 0
         set_generator_state(self.generator, state["generator"])
         if self.obs_norm is not None:
             self.obs_norm.load_state_dict(state["obs_norm"])

@@ -24,7 +24,7 @@ from policyopt.runtime import checkpoint as ckpt
 from policyopt.runtime.collectors import ObsAdapter, RolloutCollector
 from policyopt.runtime.config import ConfigError, apply_overrides, build, configclass, dump_yaml, load_yaml, to_dict
 from policyopt.runtime.evaluate import EpisodeEvaluator
-from policyopt.runtime.seeding import derive_seed
+from policyopt.runtime.seeding import derive_seed, seed_everything
 from policyopt.runtime.trainer import Trainer, TrainerConfig
 
 
@@ -100,8 +100,14 @@ def make_env(env: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
 
 def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
     torch.set_num_threads(cfg.trainer.torch_threads)
+    seed_everything(derive_seed(cfg.seed, "global"))
     spec_entry = REGISTRY[cfg.algo]
+    if spec_entry.builder is not None:
+        algo, collector, evaluator = spec_entry.builder(cfg, run_dir)
+        return Trainer(algo, collector, cfg.trainer, run_dir, evaluator)
     env = make_env(cfg.env, cfg.env.num_envs)
+    env.action_space.seed(derive_seed(cfg.seed, "action_space"))
+    env.observation_space.seed(derive_seed(cfg.seed, "observation_space"))
     try:
         adapter = ObsAdapter(env.single_observation_space)
         action_spec = ActionSpec.from_space(env.single_action_space)

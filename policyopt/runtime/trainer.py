@@ -34,8 +34,8 @@ class TrainerConfig:
     """How many recent checkpoints to keep."""
     torch_threads: Annotated[int, Field(ge=1)] = 1
     """torch intra-op threads; 1 is fastest for small networks and safe on a shared machine."""
-    progress: Literal["auto", "bar", "lines", "off"] = "auto"
-    """Progress display: a bar on a terminal, plain lines otherwise (auto), or off."""
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"
+    """Progress display: a bar on a terminal, plain lines otherwise (auto), or none."""
     tensorboard: bool = True
     """Also write TensorBoard event files (when tensorboard is installed)."""
     stop_at_eval_return: float | None = None
@@ -83,7 +83,7 @@ class Trainer:
         cfg = self.config
         stop = cfg.total_steps if until_step is None else min(until_step, cfg.total_steps)
         log = MetricsLog(self.run_dir, cfg.tensorboard)
-        progress = Progress(cfg.total_steps, self.step, "off" if cfg.progress == "off" else cfg.progress)
+        progress = Progress(cfg.total_steps, self.step, cfg.progress)
         saved_at = -1
         try:
             while self.step < stop:
