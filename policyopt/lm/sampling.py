@@ -1,0 +1,519 @@
+"""Fast batched sampling from any Hugging Face causal LM: the hot path of language-model RL.
+
+:func:`sample` takes ragged prompts (token ids), left-pads them, prefills each *distinct* prompt
+once with the model's own forward pass, copies the keys/values into a preallocated cache (one
+``[rows, kv_heads, prompt_len + max_new_tokens, head_dim]`` buffer per layer, written in place:
+no per-step ``torch.cat`` of a growing cache, which is where ``model.generate`` spends most of its
+time on CPU) and decodes one token per step for the whole batch:
+
+- ``backend="fused"`` (Llama / Qwen2 / Mistral-style models, no LoRA layers): a lean decode step
+  written against the model's weights (fused QKV and gate/up projections, grouped-query attention
+  without repeating keys, one precomputed rotary table); ``"hf"``: the model's own forward with the
+  preallocated cache (any architecture using the ``transformers`` cache API: GPT-2, Llama, Qwen2,
+  ...); ``"auto"`` picks ``fused`` when the model supports it;
+- rows that finished (EOS or stop string) are dropped from the batch once the live fraction falls
+  under ``compact_fraction``, so finished sequences stop costing work;
+- stop strings are matched on token ids with an Aho-Corasick automaton over the vocabulary
+  (:class:`StopStrings`), one table lookup per step, no decoding.
+
+Log-probabilities (documented choice): ``Samples.logprobs`` is the log-probability of each sampled
+token under the *processed* distribution that was actually sampled from (temperature, then top-k,
+then top-p, then renormalised; 0 for greedy decoding), i.e. the behaviour policy.
+``Samples.raw_logprobs`` is the model's own log-softmax at temperature 1 with no truncation: what
+:func:`policyopt.lm.logprobs.completion_logprobs` recomputes in the training forward pass.
+
+Randomness comes only from the explicit ``torch.Generator`` (Gumbel-max over the processed
+log-probs): the same seed, prompts and config give the same samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from policyopt.lm.logprobs import left_pad, position_ids, unwrap_model
+from policyopt.runtime.config import configclass
+
+FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
+
+
+@configclass
+class SamplingConfig:
+    """How to sample completions."""
+
+    max_new_tokens: Annotated[int, pydantic.Field(ge=1)] = 128
+    """Maximum number of generated tokens per completion."""
+    temperature: Annotated[float, pydantic.Field(ge=0)] = 1.0
+    """Softmax temperature; 0 means greedy decoding."""
+    top_k: Annotated[int, pydantic.Field(ge=0)] = 0
+    """Keep only the k most likely tokens (ties with the k-th kept); 0 disables."""
+    top_p: Annotated[float, pydantic.Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p; 1 disables."""
+    stop_strings: tuple[str, ...] = ()
+    """A completion ends after the token that completes any of these strings (the token is kept)."""
+    stop_at_eos: bool = True
+    """End a completion at an EOS token (kept in the completion); False forces max_new_tokens."""
+    samples_per_prompt: Annotated[int, pydantic.Field(ge=1)] = 1
+    """Completions per prompt (a GRPO group); each prompt is prefilled once and its cache shared."""
+    compact_fraction: Annotated[float, pydantic.Field(ge=0, le=1)] = 0.5
+    """Drop finished rows from the batch when the live fraction falls to this value (0 never)."""
+    backend: Literal["auto", "fused", "hf"] = "auto"
+    """Decode step: fused Llama-family kernel, the model's own forward, or auto-select."""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A batch of sampled completions; row ``i`` continues prompt ``prompt_index[i]``.
+
+    ``prompt_ids``/``prompt_mask`` ``[B, P]`` left-padded (repeated ``samples_per_prompt`` times,
+    grouped by prompt); ``completion_ids``/``completion_mask`` ``[B, N]`` right-padded with the pad id;
+    ``logprobs``/``raw_logprobs`` ``[B, N]`` float32, 0 at padding (see the module docstring);
+    ``finish_reason [B]``: 0 = length, 1 = EOS, 2 = stop string; ``prompt_index [B]``.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    logprobs: torch.Tensor
+    raw_logprobs: torch.Tensor
+    finish_reason: torch.Tensor
+    prompt_index: torch.Tensor
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        """Generated tokens per row ``[B]``."""
+        return self.completion_mask.sum(-1)
+
+    @property
+    def num_tokens(self) -> int:
+        """Total number of generated tokens."""
+        return int(self.completion_mask.sum())
+
+    def completion_lists(self) -> list[list[int]]:
+        """Completion token ids per row, without padding (token-in/token-out users)."""
+        return [row[m].tolist() for row, m in zip(self.completion_ids, self.completion_mask)]
+
+
+class StopStrings:
+    """Stop strings matched on token ids: an Aho-Corasick automaton lifted to whole tokens.
+
+    For every automaton state ``s`` and token ``v`` the tables hold the next state after reading the
+    token's text and whether a stop string ended inside it, so one step is one gather per row
+    (``advance``). Exact whenever the text of a sequence is the concatenation of its tokens' texts
+    (true for character, byte-level BPE and SentencePiece tokenizers, except for a multi-byte
+    character split across tokens).
+    """
+
+    def __init__(self, token_texts: Sequence[str], stop_strings: Sequence[str]):
+        if not stop_strings or any(not s for s in stop_strings):
+            raise ValueError(f"stop_strings must be non-empty strings, got {list(stop_strings)!r}")
+        goto, fail, out = _aho_corasick(stop_strings)
+        alphabet = set("".join(stop_strings))
+        n_states, vocab = len(goto), len(token_texts)
+        trans = torch.zeros((n_states, vocab), dtype=torch.long)
+        hit = torch.zeros((n_states, vocab), dtype=torch.bool)
+        for v, text in enumerate(token_texts):
+            if not alphabet.intersection(text):
+                continue  # every state falls back to the root, no match
+            for s in range(n_states):
+                state, matched = s, False
+                for ch in text:
+                    while state and ch not in goto[state]:
+                        state = fail[state]
+                    state = goto[state].get(ch, 0)
+                    matched = matched or out[state]
+                trans[s, v], hit[s, v] = state, matched
+        self.stop_strings = tuple(stop_strings)
+        self.vocab_size = vocab
+        self._trans, self._hit = trans.view(-1), hit.view(-1)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, stop_strings: Sequence[str], vocab_size: int | None = None) -> StopStrings:
+        """Build the tables from a Hugging Face tokenizer (``vocab_size``: the model's output size)."""
+        return cls(token_texts(tokenizer, vocab_size), stop_strings)
+
+    def advance(self, state: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``state [b]``, ``tokens [b]`` -> ``(next_state [b], stop_hit [b] bool)``."""
+        flat = state * self.vocab_size + tokens
+        return self._trans[flat], self._hit[flat]
+
+
+def _aho_corasick(patterns: Sequence[str]) -> tuple[list[dict[str, int]], list[int], list[bool]]:
+    goto: list[dict[str, int]] = [{}]
+    out = [False]
+    for pattern in patterns:
+        state = 0
+        for ch in pattern:
+            if ch not in goto[state]:
+                goto.append({})
+                out.append(False)
+                goto[state][ch] = len(goto) - 1
+            state = goto[state][ch]
+        out[state] = True
+    fail = [0] * len(goto)
+    queue = list(goto[0].values())
+    while queue:
+        state = queue.pop(0)
+        for ch, nxt in goto[state].items():
+            f = fail[state]
+            while f and ch not in goto[f]:
+                f = fail[f]
+            fail[nxt] = goto[f].get(ch, 0) if goto[f].get(ch, 0) != nxt else 0
+            out[nxt] = out[nxt] or out[fail[nxt]]
+            queue.append(nxt)
+    return goto, fail, out
+
+
+def token_texts(tokenizer, vocab_size: int | None = None) -> list[str]:
+    """The text each token id contributes when it follows other text (``""`` past the tokenizer)."""
+    n = len(tokenizer)
+    single = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    # SentencePiece decoders drop the leading space of the *first* token: decode after an anchor
+    anchor = next((i for i, t in enumerate(single) if len(t) == 1 and t.isalnum()), None)
+    if anchor is not None:
+        paired = tokenizer.batch_decode([[anchor, i] for i in range(n)], clean_up_tokenization_spaces=False)
+        head = single[anchor]
+        single = [p[len(head):] if p.startswith(head) else s for p, s in zip(paired, single)]
+    size = max(n, vocab_size or 0)
+    return single + [""] * (size - n)
+
+
+def process_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, then top-k, then top-p on ``[b, V]`` float logits; removed tokens become -inf.
+
+    top-k keeps every token whose logit is >= the k-th largest; top-p keeps, in descending order, each
+    token whose preceding cumulative probability is < ``top_p`` (so at least one token survives).
+    """
+    if temperature != 1.0:
+        logits = logits / temperature
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        remove_sorted = (probs.cumsum(-1) - probs) >= top_p
+        remove = torch.zeros_like(remove_sorted).scatter_(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def _choose(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None):
+    """One sampling step on ``[b, V]`` logits -> ``(tokens [b], logprobs [b], raw_logprobs [b])``."""
+    logits = logits.float()
+    raw = logits.log_softmax(-1)
+    if cfg.temperature == 0:
+        tokens = logits.argmax(-1)
+        chosen_lp = torch.zeros(tokens.shape, dtype=raw.dtype)
+    else:
+        plain = cfg.temperature == 1.0 and cfg.top_k == 0 and cfg.top_p == 1.0
+        logp = raw if plain else process_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).log_softmax(-1)
+        noise = torch.empty_like(logp).exponential_(generator=generator).log_()
+        tokens = (logp - noise).argmax(-1)  # Gumbel-max: argmax(log p - log E), E ~ Exp(1)
+        chosen_lp = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, chosen_lp, raw.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------- decoders
+class _BufferLayer(DynamicLayer):
+    """A ``transformers`` cache layer writing into a preallocated buffer (views, no concatenation)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__()
+        self.kbuf, self.vbuf, self.length = keys, values, length
+        self.is_initialized = True
+        self.device, self.dtype = keys.device, keys.dtype
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.keys = self.kbuf[:, :, : self.length]
+        self.values = self.vbuf[:, :, : self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        new = key_states.shape[-2]
+        self.kbuf[:, :, self.length: self.length + new] = key_states
+        self.vbuf[:, :, self.length: self.length + new] = value_states
+        self.length += new
+        self._refresh()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.kbuf, self.vbuf = self.kbuf.index_select(0, rows), self.vbuf.index_select(0, rows)
+        self._refresh()
+
+
+class _HFDecoder:
+    """Decode step through the model's own forward pass and a preallocated cache (any HF model)."""
+
+    def __init__(self, model, keys, values, prompt_mask: torch.Tensor, capacity: int):
+        self.model = model
+        self.cache = DynamicCache()
+        self.cache.layers = [_BufferLayer(k, v, prompt_mask.shape[1]) for k, v in zip(keys, values)]
+        self.cache.layer_class_to_replicate = None
+        self.attn = torch.ones((prompt_mask.shape[0], capacity), dtype=torch.long)
+        self.attn[:, : prompt_mask.shape[1]] = prompt_mask.long()
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, column: int) -> torch.Tensor:
+        out = self.model(input_ids=tokens[:, None], attention_mask=self.attn[:, : column + 1],
+                         position_ids=positions[:, None], cache=self.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def select(self, rows: torch.Tensor) -> None:
+        for layer in self.cache.layers:
+            layer.select(rows)
+        self.attn = self.attn.index_select(0, rows)
+
+
+_FUSED_TYPES = ("llama", "qwen2", "mistral")
+_STATIC_ROPE = ("default", "linear", "llama3")
+
+
+def fused_supported(model: torch.nn.Module) -> str | None:
+    """None if the fused decode step supports ``model``, else the reason it does not."""
+    hf = unwrap_model(model)
+    cfg = hf.config
+    if cfg.model_type not in _FUSED_TYPES:
+        return f"model_type {cfg.model_type!r} is not one of {_FUSED_TYPES}"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"hidden_act {cfg.hidden_act!r} is not silu"
+    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+        return "sliding-window layers"
+    if cfg.model_type == "mistral" and getattr(cfg, "sliding_window", None):
+        return "sliding-window attention"
+    rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope not in _STATIC_ROPE:
+        return f"rope_type {rope!r} is not one of {_STATIC_ROPE}"
+    projections = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    for i, layer in enumerate(hf.model.layers):
+        for name in projections:
+            module = layer.get_submodule(name)
+            if type(module) is not torch.nn.Linear:
+                return f"layers.{i}.{name} is a {type(module).__name__}, not a plain Linear (LoRA?)"
+    if type(hf.lm_head) is not torch.nn.Linear:
+        return f"lm_head is a {type(hf.lm_head).__name__}, not a plain Linear"
+    return None
+
+
+class _FusedDecoder:
+    """Decode step for Llama-family models written against their weights (same math as HF).
+
+    Weights are re-laid out once per call: Q/K/V and gate/up fused, stored ``[in, out]`` (a plain
+    ``x @ W`` GEMM is faster than ``x @ W.T`` for few rows), RMSNorm gains folded into the next
+    projection. Keys are cached transposed (``[rows, kv_heads, head_dim, capacity]``).
+    """
+
+    def __init__(self, model, keys, values, prompt_mask: torch.Tensor, capacity: int, max_position: int):
+        hf = unwrap_model(model)
+        base, cfg = hf.model, hf.config
+        attn0 = base.layers[0].self_attn
+        self.head_dim = attn0.head_dim
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.scaling = attn0.scaling
+        self.embed = base.embed_tokens.weight
+        self.eps = base.norm.variance_epsilon
+        self.head = (hf.lm_head.weight * base.norm.weight).T.contiguous(), hf.lm_head.bias
+        self.layers = [self._layer_weights(layer) for layer in base.layers]
+        self.keys, self.values = keys, values
+        self.bias = torch.zeros((prompt_mask.shape[0], capacity), dtype=keys[0].dtype)
+        self.bias[:, : prompt_mask.shape[1]].masked_fill_(~prompt_mask, float("-inf"))
+        cos, sin = base.rotary_emb(self.embed[:1], torch.arange(max_position)[None])
+        self.cos, self.sin = cos[0], sin[0]  # [max_position, head_dim]
+
+    @staticmethod
+    def _layer_weights(layer) -> tuple:
+        a, m = layer.self_attn, layer.mlp
+
+        def fused(gain, *linears):  # [in, out] weight with the RMSNorm gain folded in, and the bias
+            weight = torch.cat([x.weight for x in linears])
+            weight = weight * gain if gain is not None else weight
+            bias = torch.cat([x.bias for x in linears]) if linears[0].bias is not None else None
+            return weight.T.contiguous(), bias
+
+        return (*fused(layer.input_layernorm.weight, a.q_proj, a.k_proj, a.v_proj), *fused(None, a.o_proj),
+                *fused(layer.post_attention_layernorm.weight, m.gate_proj, m.up_proj), *fused(None, m.down_proj))
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm without its gain (folded into the next weight)."""
+        return x * x.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, column: int) -> torch.Tensor:
+        """``tokens [b]`` at ``positions [b]``, written to cache column ``column`` -> logits ``[b, V]``."""
+        b, d, h, n_kv = tokens.shape[0], self.head_dim, self.n_heads, self.n_kv
+        g, half, t = h // n_kv, self.head_dim // 2, column + 1
+        x = F.embedding(tokens, self.embed)
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [b, 1, d]
+        bias = self.bias[:, None, :t]  # [b, 1, t]: -inf at left padding
+        for i, (wqkv, bqkv, wo, bo, wgu, bgu, wd, bd) in enumerate(self.layers):
+            qkv = _linear(self._norm(x), wqkv, bqkv)
+            qk = qkv[:, : (h + n_kv) * d].view(b, h + n_kv, d)
+            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], -1) * sin  # rotary embedding
+            kc, vc = self.keys[i], self.values[i]
+            kc[..., column] = qk[:, h:]
+            vc[:, :, column] = qkv[:, (h + n_kv) * d:].view(b, n_kv, d)
+            # grouped-query attention for one query: [b*kv, g, d] x [b*kv, d, t], keys never repeated
+            scores = torch.bmm(qk[:, :h].reshape(b * n_kv, g, d), kc[..., :t].reshape(b * n_kv, d, t))
+            probs = torch.softmax(scores.view(b, h, t).mul_(self.scaling).add_(bias), -1)
+            attn = torch.bmm(probs.view(b * n_kv, g, t), vc[:, :, :t].reshape(b * n_kv, t, d))
+            x = x + _linear(attn.view(b, h * d), wo, bo)
+            gate, up = _linear(self._norm(x), wgu, bgu).chunk(2, -1)
+            x = x + _linear(F.silu(gate).mul_(up), wd, bd)
+        return _linear(self._norm(x), *self.head)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        self.bias = self.bias.index_select(0, rows)
+
+
+def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+
+
+# --------------------------------------------------------------------------------------- sampling
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Temporarily put ``model`` in eval mode (no dropout), restoring its training flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _prefill(model, ids: torch.Tensor, mask: torch.Tensor):
+    """Run the distinct prompts once -> (last-position logits ``[Bp, V]``, per-layer (keys, values))."""
+    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=position_ids(mask),
+                cache=DynamicCache(), use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    return out.logits[:, -1], [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _buffer(prefix: torch.Tensor, repeats: int, capacity: int, transposed: bool = False) -> torch.Tensor:
+    """Preallocate ``[rows * repeats, heads, capacity, dim]`` (or ``[.., dim, capacity]``), prefix filled."""
+    rows, heads, length, dim = prefix.shape
+    if repeats > 1:
+        prefix = prefix.repeat_interleave(repeats, 0)
+    if transposed:
+        buf = prefix.new_empty((rows * repeats, heads, dim, capacity))
+        buf[..., :length] = prefix.transpose(-1, -2)
+    else:
+        buf = prefix.new_empty((rows * repeats, heads, capacity, dim))
+        buf[:, :, :length] = prefix
+    return buf
+
+
+def sample(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    config: SamplingConfig,
+    *,
+    generator: torch.Generator | None,
+    pad_token_id: int,
+    eos_token_ids: Sequence[int] = (),
+    stop: StopStrings | None = None,
+) -> Samples:
+    """Sample ``config.samples_per_prompt`` completions for each prompt (ragged token-id lists).
+
+    ``generator`` seeds every random choice (pass ``None`` only for greedy decoding). ``stop`` is
+    required when ``config.stop_strings`` is set (build it once with :meth:`StopStrings.from_tokenizer`;
+    :class:`~policyopt.lm.policy.LMPolicy` caches it). Runs under ``torch.inference_mode`` with the
+    model temporarily in eval mode. Returns :class:`Samples` with ``B = len(prompts) * samples_per_prompt``.
+    """
+    if config.temperature > 0 and generator is None:
+        raise ValueError("sample: pass an explicit torch.Generator (seeded) unless temperature == 0")
+    if config.stop_strings and (stop is None or stop.stop_strings != tuple(config.stop_strings)):
+        raise ValueError("sample: config.stop_strings needs a matching StopStrings(tokenizer, stop_strings)")
+    ids, mask = left_pad(prompts, pad_token_id)
+    repeats = config.samples_per_prompt
+    prompt_len, n_new = ids.shape[1], config.max_new_tokens
+    capacity = prompt_len + n_new
+    with torch.inference_mode(), eval_mode(model):
+        logits, prefix_kv = _prefill(model, ids, mask)
+        logits = logits.repeat_interleave(repeats, 0) if repeats > 1 else logits
+        row_mask = mask.repeat_interleave(repeats, 0)
+        decoder = _make_decoder(model, config.backend, prefix_kv, repeats, row_mask, capacity,
+                                int(mask.sum(1).max()) + n_new)
+        eos = torch.as_tensor(list(eos_token_ids) if config.stop_at_eos else [], dtype=torch.long)
+        loop = _decode(decoder, logits, row_mask.sum(1), config, generator, eos, stop, pad_token_id, prompt_len)
+    prompt_index = torch.arange(ids.shape[0]).repeat_interleave(repeats)
+    tokens, logprobs, raw, done, finish = loop
+    return Samples(ids[prompt_index], row_mask, tokens, done, logprobs, raw, finish, prompt_index)
+
+
+def _make_decoder(model, backend: str, prefix_kv, repeats: int, row_mask, capacity: int, max_position: int):
+    if backend != "hf":
+        reason = fused_supported(model)
+        if reason is None:
+            keys = [_buffer(k, repeats, capacity, transposed=True) for k, _ in prefix_kv]
+            values = [_buffer(v, repeats, capacity) for _, v in prefix_kv]
+            return _FusedDecoder(model, keys, values, row_mask, capacity, max_position)
+        if backend == "fused":
+            raise ValueError(f"backend='fused' does not support this model: {reason}")
+    keys = [_buffer(k, repeats, capacity) for k, _ in prefix_kv]
+    values = [_buffer(v, repeats, capacity) for _, v in prefix_kv]
+    return _HFDecoder(model, keys, values, row_mask, capacity)
+
+
+def _decode(decoder, logits, next_pos, cfg: SamplingConfig, generator, eos, stop, pad_id: int, prompt_len: int):
+    """The decode loop; outputs are written time-major into preallocated buffers."""
+    n_rows, n_new = logits.shape[0], cfg.max_new_tokens
+    out_tok = torch.full((n_new, n_rows), pad_id, dtype=torch.long)
+    out_lp = torch.zeros((n_new, n_rows))
+    out_raw = torch.zeros((n_new, n_rows))
+    out_mask = torch.zeros((n_new, n_rows), dtype=torch.bool)
+    finish = torch.zeros(n_rows, dtype=torch.long)
+    rows = torch.arange(n_rows)
+    alive = torch.ones(n_rows, dtype=torch.bool)
+    stop_state = torch.zeros(n_rows, dtype=torch.long)
+    pos = next_pos.clone()
+    if stop is not None and stop.vocab_size < logits.shape[-1]:
+        raise ValueError(f"StopStrings covers {stop.vocab_size} token ids but the model has {logits.shape[-1]}; "
+                         "build it with vocab_size=model output size")
+    for step in range(n_new):
+        tok, lp, raw = _choose(logits, cfg, generator)
+        tok = tok.masked_fill_(~alive, pad_id)
+        out_tok[step].index_copy_(0, rows, tok)
+        out_lp[step].index_copy_(0, rows, lp.masked_fill_(~alive, 0.0))
+        out_raw[step].index_copy_(0, rows, raw.masked_fill_(~alive, 0.0))
+        out_mask[step].index_copy_(0, rows, alive)
+        ended = torch.isin(tok, eos) & alive if eos.numel() else torch.zeros_like(alive)
+        reason = ended.long() * FINISH_EOS
+        if stop is not None:
+            stop_state, hit = stop.advance(stop_state, tok)
+            hit = hit & alive & ~ended
+            reason = reason + hit.long() * FINISH_STOP
+            ended = ended | hit
+        if bool(ended.any()):
+            finish.index_copy_(0, rows, torch.where(ended, reason, finish.index_select(0, rows)))
+            alive = alive & ~ended
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            if n_alive <= cfg.compact_fraction * alive.shape[0]:
+                keep = alive.nonzero().squeeze(1)
+                decoder.select(keep)
+                rows, alive, tok, pos, stop_state = rows[keep], alive[keep], tok[keep], pos[keep], stop_state[keep]
+        if step == n_new - 1:
+            break
+        logits = decoder.step(tok, pos, prompt_len + step)
+        pos = pos + 1
+    return out_tok.T.contiguous(), out_lp.T.contiguous(), out_raw.T.contiguous(), out_mask.T.contiguous(), finish
+
+
+__all__ = ["FINISH_EOS", "FINISH_LENGTH", "FINISH_STOP", "Samples", "SamplingConfig", "StopStrings", "eval_mode",
+           "fused_supported", "process_logits", "sample", "token_texts"]
