@@ -17,6 +17,9 @@ ENVS = {
     "LotSizing": ("policyopt.envs.inventory:make_single", "policyopt.envs.inventory:LotSizingVectorEnv"),
     "Portfolio": ("policyopt.envs.portfolio:make_single", "policyopt.envs.portfolio:PortfolioVectorEnv"),
     "PortfolioESG": ("policyopt.envs.portfolio:make_single_esg", "policyopt.envs.portfolio:make_vector_esg"),
+    "RestlessBandits": ("policyopt.envs.bandits:make_single", "policyopt.envs.bandits:RestlessBanditVectorEnv"),
+    "Bidding": ("policyopt.envs.bidding:make_single", "policyopt.envs.bidding:BiddingVectorEnv"),
+    "PathPlanning": ("policyopt.envs.pathplanning:make_single", "policyopt.envs.pathplanning:PathPlanningVectorEnv"),
 }
 
 

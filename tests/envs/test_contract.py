@@ -19,6 +19,9 @@ SHORT = {
     "policyopt/LotSizing-v0": {"horizon": 12},
     "policyopt/Portfolio-v0": {"horizon": 15, "window": 4},
     "policyopt/PortfolioESG-v0": {"horizon": 15, "window": 4, "reward": "log_return"},
+    "policyopt/RestlessBandits-v0": {"horizon": 10, "n_arms": 5, "budget": 2.0},
+    "policyopt/Bidding-v0": {"n_requests": 12, "reward": "click"},
+    "policyopt/PathPlanning-v0": {"horizon": 15, "max_step": 0.04},
 }
 
 
