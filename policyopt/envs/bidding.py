@@ -121,7 +121,8 @@ class BiddingVectorEnv(NativeVectorEnv):
         return np.stack(parts, axis=1).astype(np.float32)
 
     def _infos(self) -> dict[str, np.ndarray]:
-        return {"clicks": self.won_clicks.copy(), "expected_clicks": self.won_pctr.copy(), "spent": self.budget - self.remaining, "wins": self.wins.copy()}
+        return {"clicks": self.won_clicks.copy(), "expected_clicks": self.won_pctr.copy(),
+                "spent": self.budget - self.remaining, "wins": self.wins.copy()}
 
 
 def synthetic_auction_log(n_requests: int, seed: int, **env_kwargs: Any) -> dict[str, np.ndarray]:
@@ -147,7 +148,7 @@ def baseline_bids(env: BiddingVectorEnv, name: str, base: np.ndarray | float) ->
 
 
 def evaluate_bids(name: str, bases: np.ndarray, episodes: int, seed: int, **env_kwargs: Any) -> np.ndarray:
-    """Mean expected clicks (sum of won pCTRs) per campaign ``[len(bases)]`` of a baseline at each base bid, in one batch."""
+    """Mean expected clicks (sum of won pCTRs) per campaign ``[len(bases)]``, one per base bid, in one batch."""
     env = BiddingVectorEnv(num_envs=len(bases) * episodes, **env_kwargs)
     env.reset(seed=seed)
     base = np.repeat(np.asarray(bases, dtype=np.float64), episodes)

@@ -59,7 +59,9 @@ def test_whittle_beats_myopic_beats_random():
     for name in ("random", "myopic", "whittle"):
         env = RestlessBanditVectorEnv(num_envs=128, n_arms=8, budget=2.5, horizon=50)
         env.reset(seed=1)
-        w = whittle_indices(env.p_passive, env.p_active, env.value, iters=20, vi_iters=80) if name == "whittle" else None
+        w = None
+        if name == "whittle":
+            w = whittle_indices(env.p_passive, env.p_active, env.value, iters=20, vi_iters=80)
         rows, total, rng = np.arange(128), 0.0, np.random.default_rng(0)
         for _ in range(50):
             r, _, _ = env._step_rows(rows, baseline_scores(env, name, rng, w))
