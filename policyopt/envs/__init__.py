@@ -23,15 +23,22 @@ ENVS = {
 }
 
 
+# lifelong MAPF is multi-agent (PettingZoo ``policyopt.envs.mapf.LifelongMAPFEnv``); its Gymnasium id
+# is vector-only: one world whose "copies" are its agents, for parameter-sharing PPO
+MAPF_ID = "policyopt/MAPF-v0"
+
+
 def _register_all() -> None:
     for name, (single, vector) in ENVS.items():
         env_id = f"policyopt/{name}-v0"
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point=single, vector_entry_point=vector)
+    if MAPF_ID not in gymnasium.registry:
+        gymnasium.register(id=MAPF_ID, vector_entry_point="policyopt.envs.mapf:MAPFAgentsVectorEnv")
 
 
 _register_all()
 
 ENV_IDS = tuple(f"policyopt/{name}-v0" for name in ENVS)
 
-__all__ = ["ENV_IDS", "InvalidActionError", "NativeVectorEnv", "SingleEnv"]
+__all__ = ["ENV_IDS", "MAPF_ID", "InvalidActionError", "NativeVectorEnv", "SingleEnv"]
