@@ -223,7 +223,8 @@ def shortest_path_actions(env: LifelongMAPFEnv, rng: np.random.Generator, epsilo
     owner[here] = np.arange(n)
     occ = owner[cell]  # [n, 5] agent holding each candidate cell (-1: none)
     occ_safe = np.where(occ >= 0, occ, 0)
-    holds = (occ >= 0) & (occ != np.arange(n)[:, None]) & ((wish[occ_safe] == 0) | (wish_cell[occ_safe] == here[:, None]))
+    staying_or_swapping = (wish[occ_safe] == 0) | (wish_cell[occ_safe] == here[:, None])
+    holds = (occ >= 0) & (occ != np.arange(n)[:, None]) & staying_or_swapping
     usable = free & ~holds
     usable[:, 0] = True
     greedy = np.argmin(np.where(usable, dist, np.inf), axis=1)

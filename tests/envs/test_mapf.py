@@ -82,7 +82,7 @@ def test_agents_as_vector_env_adapter():
     env = MAPFAgentsVectorEnv(num_envs=4, size=8, horizon=5)
     obs, info = env.reset(seed=0)
     assert obs.shape == (4, env.single_observation_space.shape[0])
-    for t in range(5):
+    for _ in range(5):
         obs, r, term, trunc, info = env.step(np.zeros(4, dtype=np.int64))
     assert trunc.all() and not term.any()
     obs, r, term, trunc, info = env.step(np.zeros(4, dtype=np.int64))  # NEXT_STEP autoreset
