@@ -80,12 +80,18 @@ def tests_from_metadata(meta: Mapping[str, Any]) -> list[CallTest] | list[IOTest
     return tests
 
 
+tests_from_metadata.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
 def run_tests(sandbox: Sandbox, source: str, tests: Sequence[CallTest] | Sequence[IOTest],
               compare: CompareMode = "lines", limits: Limits | None = None, float_tol: float = 0.0) -> TestReport:
     """Run one candidate against its tests (call tests share a process; I/O tests get one each)."""
     if tests and isinstance(tests[0], IOTest):
         return sandbox.run_io_tests(source, tests, compare=compare, limits=limits)
     return sandbox.run_call_tests(source, tests, limits=limits, float_tol=float_tol)
+
+
+run_tests.__test__ = False  # type: ignore[attr-defined]
 
 
 def _pool_map(pool: SandboxPool | None, fn, items: list) -> list:

@@ -13,6 +13,7 @@ Modes (``job["mode"]``):
 - ``sql``:    run SQL queries, each on a fresh in-memory SQLite database built from a setup script.
 """
 
+import builtins
 import errno
 import json
 import os
@@ -23,10 +24,18 @@ _WRITE = os.write
 _DUMPS = json.dumps
 _GETPID = os.getpid
 _LIMIT_ERRNOS = {errno.EFBIG, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_BUILTINS = dict(builtins.__dict__)
+_RESTORE = builtins.__dict__.update
+
+
+def restore_builtins():
+    """Undo the candidate's monkeypatching of ``builtins`` before the harness itself runs again."""
+    _RESTORE(_BUILTINS)
 
 
 def send(fd, obj):
     """Write one JSON line; forked children of the candidate never speak for the harness."""
+    restore_builtins()
     if _GETPID() != _MAIN_PID:
         return
     data = (_DUMPS(obj) + "\n").encode()
@@ -47,6 +56,7 @@ def classify(exc):
 
 
 def failure(exc):
+    restore_builtins()
     try:
         message = str(exc)[:300]
     except BaseException:  # noqa: BLE001 - a hostile __str__ must not take the harness down
@@ -109,6 +119,7 @@ def run_tests(fd, job):
     except BaseException as exc:  # noqa: BLE001
         send(fd, {"setup_error": failure(exc)})
         os._exit(1)
+    restore_builtins()
     repeat = int(job.get("repeat", 1))
     for index, expression in job["calls"]:
         send(fd, {"begin": index})
@@ -116,6 +127,7 @@ def run_tests(fd, job):
             compiled = compile(expression, "<test>", "eval")
             for _ in range(repeat):
                 value = eval(compiled, namespace)
+            restore_builtins()
         except BaseException as exc:  # noqa: BLE001 - SystemExit inside a test is a runtime error too
             send(fd, {"result": index, "failure": failure(exc)})
             continue

@@ -319,3 +319,9 @@ def grade_calls(raw: RawRun, indices: Sequence[int], expected: Sequence[Any], cp
     results[last_begun] = TestResult(died, "process ended during the test")
     results.update({i: TestResult(Verdict.FAIL, "no result") for i in pending[:position]})
     return results, pending[position + 1:]
+
+
+# Not pytest tests, despite their names (they are imported into test modules).
+tests_from_asserts.__test__ = False  # type: ignore[attr-defined]
+TestResult.__test__ = False  # type: ignore[attr-defined]
+TestReport.__test__ = False  # type: ignore[attr-defined]
