@@ -161,5 +161,5 @@ def policy_gradient_update(learner: Learner, batch: Rollout, *, gamma: float, la
     ent = entropy.mean()
     grad_norm = learner.step(pg - ent_coef * ent + vf_coef * vl)
     learner.updates += 1
-    return {"loss/policy": float(pg), "loss/value": float(vl), "stats/entropy": float(ent),
+    return {"loss/policy": float(pg.detach()), "loss/value": float(vl.detach()), "stats/entropy": float(ent.detach()),
             "stats/grad_norm": grad_norm, "opt/lr": lr}

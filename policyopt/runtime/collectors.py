@@ -60,7 +60,10 @@ class ObsAdapter:
         if self.one_hot:
             flat = np.eye(self.one_hot, dtype=np.float32)[np.asarray(obs, dtype=np.int64)]
         else:
-            flat = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+            # C order always: native envs may return transposed views, and a matmul on a
+            # non-contiguous input takes another kernel path (other float rounding), which would
+            # break bitwise-exact resume (the checkpointed copy is C-contiguous).
+            flat = np.ascontiguousarray(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
         return flat, None if mask is None else np.asarray(mask, dtype=bool)
 
 
@@ -89,7 +92,7 @@ class RolloutCollector:
     def _process(self, raw, info) -> tuple[np.ndarray, np.ndarray | None]:
         flat, mask = self.adapter(raw, info)
         if self.obs_norm is not None:
-            flat = self.obs_norm(flat, update=True)
+            flat = np.ascontiguousarray(self.obs_norm(flat, update=True))
         return flat, mask
 
     def normalize_eval_obs(self, flat: np.ndarray) -> np.ndarray:

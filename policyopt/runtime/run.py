@@ -81,9 +81,16 @@ def run_config_dict(cfg: RunConfig) -> dict[str, Any]:
             cfg.algo: to_dict(cfg.algo_config)}
 
 
-def make_env(env: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
-    """``gymnasium.make_vec`` with clear errors for unknown ids and unsupported modes."""
+def make_env(env: EnvConfig | str, num_envs: int | None = None, **fields: Any) -> gym.vector.VectorEnv:
+    """``gymnasium.make_vec`` with clear errors for unknown ids and unsupported modes.
+
+    ``make_env("CartPole-v1", 8, vectorization="vector_entry_point")`` or ``make_env(EnvConfig(...))``.
+    """
     import policyopt.envs  # noqa: F401  (registers policyopt/... environments)
+
+    if isinstance(env, str):
+        env = build(EnvConfig, {"id": env, **fields}, "env")
+    num_envs = env.num_envs if num_envs is None else num_envs
 
     vector_kwargs = None
     if env.vectorization != "vector_entry_point":
@@ -106,8 +113,8 @@ def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
         algo, collector, evaluator = spec_entry.builder(cfg, run_dir)
         return Trainer(algo, collector, cfg.trainer, run_dir, evaluator)
     env = make_env(cfg.env, cfg.env.num_envs)
-    env.action_space.seed(derive_seed(cfg.seed, "action_space"))
-    env.observation_space.seed(derive_seed(cfg.seed, "observation_space"))
+    for name in ("action_space", "observation_space", "single_action_space", "single_observation_space"):
+        getattr(env, name).seed(derive_seed(cfg.seed, name))
     try:
         adapter = ObsAdapter(env.single_observation_space)
         action_spec = ActionSpec.from_space(env.single_action_space)
