@@ -9,6 +9,12 @@ lowest job index:
 - ``MOPNR``: most operations remaining,
 - ``FIFO``: the job whose next operation became ready first (smallest job-ready time).
 
+Each rule also has a ``+GT`` variant that first restricts the candidates as Giffler & Thompson's active
+schedule generation does ("Algorithms for solving production-scheduling problems", Oper. Res. 1960):
+take the operation with the earliest possible completion ``C*`` on machine ``m*`` and keep only the jobs
+whose next operation is on ``m*`` and can start before ``C*``. The plain rules pick among all
+unfinished jobs (append placement), which is weaker.
+
 ``solve_cpsat`` is the standard disjunctive CP model (interval variables, one no-overlap per machine,
 job precedences, minimise the makespan) solved with OR-Tools CP-SAT; ``makespan_of_sequence`` is an
 independent, loop-based simulator of a dispatch sequence used to test the environment.
@@ -23,12 +29,29 @@ import numpy as np
 from policyopt.envs.jobshop import JobShopVectorEnv
 from policyopt.envs.jobshop_instances import JobShopInstance
 
-RULES = ("SPT", "MWKR", "MOPNR", "FIFO")
+BASE_RULES = ("SPT", "MWKR", "MOPNR", "FIFO")
+RULES = BASE_RULES + tuple(f"{r}+GT" for r in BASE_RULES)
+
+
+def giffler_thompson_candidates(env: JobShopVectorEnv) -> np.ndarray:
+    """``[num_envs, n_jobs]`` bool: jobs allowed by Giffler-Thompson active-schedule generation."""
+    finished, machine, duration = env._next_op_view()
+    est = env.earliest_starts()
+    ect = np.where(finished, np.iinfo(np.int64).max, est + duration)
+    star = ect.argmin(axis=1)
+    rows = np.arange(env.num_envs)
+    m_star, c_star = machine[rows, star], ect[rows, star]
+    return ~finished & (machine == m_star[:, None]) & (est < c_star[:, None])
 
 
 def rule_actions(env: JobShopVectorEnv, rule: str) -> np.ndarray:
     """``[num_envs]`` job chosen by dispatching ``rule`` in every copy of ``env`` (no Python loop)."""
     finished, _, duration = env._next_op_view()
+    if rule.endswith("+GT"):
+        allowed = giffler_thompson_candidates(env)
+        rule = rule[: -len("+GT")]
+    else:
+        allowed = ~finished
     if rule == "SPT":
         score = duration.astype(np.float64)
     elif rule == "MWKR":
@@ -39,7 +62,7 @@ def rule_actions(env: JobShopVectorEnv, rule: str) -> np.ndarray:
         score = env.job_ready.astype(np.float64)
     else:
         raise ValueError(f"unknown dispatching rule {rule!r}; choose one of {RULES}")
-    return np.where(finished, np.inf, score).argmin(axis=1)
+    return np.where(allowed, score, np.inf).argmin(axis=1)
 
 
 def run_rule(env: JobShopVectorEnv, rule: str, seed: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from policyopt.envs.jobshop import JobShopVectorEnv
 from policyopt.envs.jobshop_baselines import (
     RULES,
     dispatch_order_of,
+    giffler_thompson_candidates,
     instances_of,
     makespan_of_sequence,
     rule_actions,
@@ -85,7 +86,20 @@ def test_rules_are_valid_and_match_independent_makespans_on_ft06():
         assert results[rule] == makespan_of_sequence(ft06, seq)
         assert results[rule] >= 55
     # values of these rules under append (semi-active) dispatching, regression-pinned
-    assert results == {"SPT": 109, "MWKR": 74, "MOPNR": 60, "FIFO": 65}
+    assert results == {"SPT": 109, "MWKR": 74, "MOPNR": 60, "FIFO": 65,
+                       "SPT+GT": 94, "MWKR+GT": 67, "MOPNR+GT": 60, "FIFO+GT": 65}
+
+
+def test_giffler_thompson_candidates_are_never_empty_and_start_before_the_earliest_completion():
+    env = JobShopVectorEnv(num_envs=32)
+    env.reset(seed=4)
+    for _ in range(36):
+        allowed = giffler_thompson_candidates(env)
+        assert allowed.any(axis=1).all()
+        finished, _, duration = env._next_op_view()
+        ect = np.where(finished, 10**9, env.earliest_starts() + duration).min(axis=1)
+        assert (np.where(allowed, env.earliest_starts(), -1).max(axis=1) < ect).all()
+        env.step(rule_actions(env, "MWKR+GT"))
 
 
 def test_first_spt_choice_is_the_shortest_next_operation():
