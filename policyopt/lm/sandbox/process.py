@@ -42,7 +42,8 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     uid: int | None
-    """Host uid to run as (a dedicated, otherwise unused uid when the parent is root), or None."""
+    """Host uid the run executes as (a dedicated, otherwise unused uid when the parent is root; the
+    switch is done by ``setpriv`` in ``argv``, so ``Popen`` keeps its fast ``vfork`` path), or None."""
     stdin_fd: int
     pass_fds: tuple[int, ...] = ()
     close_after_spawn: tuple[int, ...] = ()
@@ -200,18 +201,25 @@ class _Watch:
                          ("channel", channel_fd)):
             os.set_blocking(fd, False)
             self.selector.register(fd, selectors.EVENT_READ, name)
+        self.exit_fd = os.pidfd_open(proc.pid)  # readable once the launcher exits: no sleeping poll
+        self.selector.register(self.exit_fd, selectors.EVENT_READ, "exit")
+        self.exited = False
         self.messages: list[dict] = []
         self._partial = b""
         self.phase_t0 = time.monotonic()
         self.phase_cpu0 = 0.0
 
     def open_streams(self) -> int:
-        return len(self.selector.get_map())
+        return len(self.selector.get_map()) - (0 if self.exited else 1)
 
     def pump(self, timeout: float, cpu_now: float) -> str | None:
         """Read what is ready; returns the name of an exceeded cap, else None."""
         for key, _ in self.selector.select(timeout):
             name = key.data
+            if name == "exit":
+                self.exited = True
+                self.selector.unregister(key.fd)
+                continue
             try:
                 chunk = os.read(key.fd, 1 << 16)
             except BlockingIOError:
@@ -242,6 +250,7 @@ class _Watch:
 
     def close(self) -> None:
         self.selector.close()
+        os.close(self.exit_fd)
 
 
 def _open_child_pidfd(info_fd: int | None, launcher_pid: int) -> int | None:
@@ -296,8 +305,7 @@ def execute(launch: Launch, channel_fd: int, limits: Limits, total_timeout_s: fl
     try:
         proc = subprocess.Popen(
             launch.argv, stdin=launch.stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=launch.pass_fds, env=launch.env, cwd=launch.cwd, start_new_session=True,
-            user=launch.uid, group=launch.uid, extra_groups=[] if launch.uid is not None else None)
+            pass_fds=launch.pass_fds, env=launch.env, cwd=launch.cwd, start_new_session=True)
     except OSError as exc:
         return RawRun(spawn_error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -343,7 +351,7 @@ def _watch_loop(proc: subprocess.Popen, watch: _Watch, uid: int | None, limits: 
             return "wall"
         if cpu_now - watch.phase_cpu0 > limits.cpu_time_s:
             return "cpu"
-        if _exited(proc.pid):
+        if watch.exited:
             exited_at = exited_at or now
             if watch.open_streams() == 0 or now - exited_at > _EXIT_GRACE_S:
                 return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import marshal
 import os
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -98,7 +98,7 @@ class Sandbox:
         """One sandboxed harness process running ``job`` (see ``_inside.py``); never raises for the
         candidate's behaviour, and reports infrastructure failures as ``RawRun.spawn_error``."""
         limits = limits or self.config.limits
-        files = {**files, "job.json": json.dumps(job).encode()}
+        files = {**files, "job.marshal": marshal.dumps(job)}
         try:
             with self._uid() as uid:
                 channel_r, channel_w = os.pipe()
