@@ -63,6 +63,9 @@ class SFTDataConfig:
     """Longest allowed prompt+completion in tokens; a longer pair is an error (never silently cut)."""
     add_eos: bool = True
     """Append the tokenizer's EOS token to every completion (so the model learns to stop)."""
+    length_grouping: Annotated[int, pydantic.Field(ge=0)] = 0
+    """Cut padding: sort each window of this many batches by length, then shuffle the batches
+    (0 or 1: off). Every pair is still visited once per epoch."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,17 @@ class SFTCollector:
         return int(self.ids.shape[0])
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.config.seed, epoch]).permutation(self.num_examples)
+        """The visiting order of epoch ``epoch``: a seeded permutation, optionally length-grouped."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        order = rng.permutation(self.num_examples)
+        group, bs = self.config.length_grouping, self.config.batch_size
+        if group <= 1:
+            return order
+        window = group * bs
+        chunks = [c[np.argsort(self.lengths[c], kind="stable")] for c in
+                  np.array_split(order, range(window, order.size, window))]
+        batches = [b for c in chunks for b in np.array_split(c, range(bs, c.size, bs))]
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
     def collect(self) -> SFTBatch:
         want, parts = self.config.batch_size, []

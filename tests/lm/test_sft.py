@@ -175,3 +175,14 @@ def test_runs_through_trainer_and_resumes_exactly(tok, tmp_path):
     resumed.run()
     for (k, a), b in zip(algo_full.model.state_dict().items(), algo_resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_length_grouping_cuts_padding_and_keeps_epochs(tok):
+    pairs = [("1+1=", "<answer>2</answer>")] * 30 + [("sort:10,20,30,40,50=", "<answer>10,20,30,40,50</answer>")] * 30
+    plain = SFTCollector(pairs, tok, SFTDataConfig(batch_size=10, seed=0))
+    grouped = SFTCollector(pairs, tok, SFTDataConfig(batch_size=10, seed=0, length_grouping=6))
+    width_plain = sum(plain.collect().input_ids.shape[1] for _ in range(6))
+    batches = [grouped.collect() for _ in range(6)]
+    assert sum(b.input_ids.shape[1] for b in batches) < width_plain
+    assert all(len(set(b.attention_mask.sum(1).tolist())) == 1 for b in batches)  # one length per batch
+    assert sorted(int(n) for b in batches for n in b.attention_mask.sum(1)) == sorted(plain.lengths.tolist())
