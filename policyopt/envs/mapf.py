@@ -192,6 +192,21 @@ class LifelongMAPFEnv(ParallelEnv):
         obs = self.observation_array()
         return {name: obs[i] for i, name in enumerate(self.possible_agents)}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Exact world state as a state tree (numpy arrays, JSON scalars and the RNG's bit-generator state)."""
+        fields = ("free", "free_cells", "distance", "position", "goal", "goals_reached")
+        tree = {name: np.array(getattr(self, name), copy=True) for name in fields if hasattr(self, name)}
+        return {"arrays": tree, "period": self.period, "n_active": len(self.agents),
+                "rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state["arrays"].items():
+            setattr(self, name, np.array(value, copy=True))
+        self.period = int(state["period"])
+        self.agents = list(self.possible_agents) if int(state["n_active"]) else []
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+
     def state(self) -> np.ndarray:
         """Global state: obstacles, agents and goals as a flat float32 grid ``[3 * size * size]``."""
         grid = np.zeros((3, self.size, self.size), dtype=np.float32)
@@ -249,6 +264,13 @@ class MAPFAgentsVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._needs_reset = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"world": self.world.state_dict(), "needs_reset": self._needs_reset}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.world.load_state_dict(state["world"])
+        self._needs_reset = bool(state["needs_reset"])
 
     def _info(self) -> dict[str, np.ndarray]:
         return {"goals_reached": self.world.goals_reached.copy(), "_goals_reached": np.ones(self.num_envs, bool)}
