@@ -15,6 +15,7 @@ import ctypes
 import fcntl
 import json
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -115,8 +116,11 @@ def _tree_cpu_s(pids: list[int]) -> float:
 
 
 def enable_subreaper() -> None:
-    """Make this process the reaper of its orphaned descendants (so killed sandboxes never linger as
-    zombies on hosts whose init does not reap). Only sandbox-uid orphans are ever reaped by us."""
+    """Make this process the reaper of its orphaned descendants, so the ``setsid`` orphans of the weak
+    backend never linger as zombies (counting against their uid's RLIMIT_NPROC) on hosts whose init
+    does not reap, such as containers without an init. Only sandbox-uid orphans are reaped by us;
+    orphans of other children of this process would stay zombies. bwrap runs do not need it: the
+    namespace init is always reaped by bwrap itself."""
     global _subreaper_on
     with _subreaper_lock:
         if not _subreaper_on:
@@ -253,13 +257,16 @@ class _Watch:
         os.close(self.exit_fd)
 
 
-def _open_child_pidfd(info_fd: int | None, launcher_pid: int) -> int | None:
+def _open_child_pidfd(info_fd: int | None, launcher_pid: int, timeout_s: float = 10.0) -> int | None:
     """pidfd of bwrap's namespace init, read from ``--info-fd`` (checked to be the launcher's child)."""
     if info_fd is None:
         return None
-    data = b""
+    data, deadline = b"", time.monotonic() + timeout_s
     with contextlib.suppress(OSError):
-        while chunk := os.read(info_fd, 4096):
+        while (left := deadline - time.monotonic()) > 0 and select.select([info_fd], [], [], left)[0]:
+            chunk = os.read(info_fd, 4096)
+            if not chunk:
+                break
             data += chunk
     os.close(info_fd)
     try:
@@ -286,7 +293,7 @@ def _kill_tree(proc: subprocess.Popen, pidfd: int | None, uid: int | None) -> No
     if pidfd is not None:
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        deadline = time.monotonic() + 0.5  # let bwrap reap its init and exit by itself
+        deadline = time.monotonic() + 2.0  # let bwrap reap its init and exit by itself
         while not _exited(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.002)
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -78,8 +78,8 @@ class Sandbox:
         self.config = config
         self.backend = make_backend(config.backend, resolve_interpreter(config.interpreter))
         self.slots = UidSlots(config.uid_base, config.uid_slots) if os.geteuid() == 0 else None
-        if self.slots is not None:
-            enable_subreaper()
+        if self.slots is not None and not self.backend.isolated:
+            enable_subreaper()  # weak backend: setsid orphans would otherwise linger as zombies
         with self._uid() as uid:
             reason = self.backend.unavailable_reason(uid)
         if reason is not None:
@@ -113,7 +113,7 @@ class Sandbox:
                 finally:
                     os.close(channel_r)
                     prepared.cleanup()
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, SandboxUnavailable) as exc:
             return RawRun(spawn_error=f"{type(exc).__name__}: {exc}")
 
     def run(self, source: str, stdin: str | bytes | None = None,
