@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from policyopt.algos import dqn
 from policyopt.algos.a2c import A2C, A2CConfig
+from policyopt.algos.dqn import DQN, DQNConfig
 from policyopt.algos.ppo import PPO, PPOConfig
 from policyopt.algos.reinforce import Reinforce, ReinforceConfig
 
@@ -38,6 +40,8 @@ REGISTRY: dict[str, AlgoSpec] = {
     "a2c": AlgoSpec("a2c", A2CConfig, A2C, "rollout", "A2C: n-step advantage actor-critic (Mnih et al., 2016)"),
     "reinforce": AlgoSpec("reinforce", ReinforceConfig, Reinforce, "rollout",
                           "REINFORCE with a learned baseline (Williams, 1992)"),
+    "dqn": AlgoSpec("dqn", DQNConfig, DQN, "replay",
+                    "DQN (+ double, dueling, n-step, prioritized replay, masks) (Mnih et al., 2015)", dqn.build),
 }
 
-__all__ = ["A2C", "A2CConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig", "AlgoSpec"]
+__all__ = ["A2C", "A2CConfig", "DQN", "DQNConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig", "AlgoSpec"]

@@ -1,0 +1,48 @@
+"""Builds (algorithm, ReplayCollector, evaluator) for the off-policy algorithms (DQN, SAC, SARSA)
+from a run config; the ``builder`` of their :class:`~policyopt.algos.AlgoSpec`.
+
+An off-policy algorithm is constructed as ``make(config, obs_dim, action_space, total_steps, seed)``
+and exposes ``replay_spec() -> ReplaySpec``, ``explore`` / ``to_env_actions`` (the behaviour
+policy, see :class:`~policyopt.runtime.replay_collector.Behaviour`) and ``policy`` (``act`` for
+the evaluator). Its config has ``replay`` (a ReplayConfig), ``train_freq``, ``gradient_steps``,
+``batch_size`` and ``learning_starts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from policyopt.runtime.collectors import ObsAdapter
+from policyopt.runtime.config import ConfigError
+from policyopt.runtime.evaluate import EpisodeEvaluator
+from policyopt.runtime.replay_collector import ReplayCollector
+from policyopt.runtime.seeding import derive_seed
+
+
+def build_offpolicy(cfg: Any, run_dir: Path, make: Callable[..., Any]) -> tuple[Any, ReplayCollector, EpisodeEvaluator]:
+    from policyopt.runtime.run import make_env
+
+    if cfg.env.normalize_obs or cfg.env.normalize_reward:
+        raise ConfigError(f"env.normalize_obs / env.normalize_reward: not supported by {cfg.algo} (off-policy "
+                          "learners would need normalisers frozen per replayed sample); set them to false")
+    env = make_env(cfg.env, cfg.env.num_envs)
+    env.action_space.seed(derive_seed(cfg.seed, "action_space"))
+    env.observation_space.seed(derive_seed(cfg.seed, "observation_space"))
+    try:
+        obs_dim = ObsAdapter(env.single_observation_space).dim
+        algo = make(cfg.algo_config, obs_dim, env.single_action_space, cfg.trainer.total_steps,
+                    derive_seed(cfg.seed, "policy"))
+    except ValueError as err:
+        env.close()
+        raise ConfigError(f"env.id: {cfg.env.id!r} cannot be trained with {cfg.algo}: {err}") from None
+    a = cfg.algo_config
+    collector = ReplayCollector(env, algo, algo.replay_spec(), train_freq=a.train_freq,
+                                gradient_steps=a.gradient_steps, batch_size=a.batch_size,
+                                learning_starts=a.learning_starts, seed=derive_seed(cfg.seed, "env"),
+                                generator_seed=derive_seed(cfg.seed, "actions"),
+                                replay_seed=derive_seed(cfg.seed, "replay"), save_replay=a.replay.save_replay)
+    evaluator = EpisodeEvaluator(lambda n: make_env(cfg.env, n), algo.policy, cfg.trainer.eval_episodes,
+                                 derive_seed(cfg.seed, "eval"))
+    return algo, collector, evaluator
