@@ -24,13 +24,16 @@ import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
 
 from policyopt.lm.sandbox import (
     CallTest,
     IOTest,
     Limits,
     Sandbox,
+    SandboxConfig,
     SandboxPool,
     TestReport,
     Verdict,
@@ -38,6 +41,8 @@ from policyopt.lm.sandbox import (
     verdict_fractions,
 )
 from policyopt.lm.sandbox.harness import CompareMode
+from policyopt.lm.sandbox.sandbox import check_trust
+from policyopt.runtime.config import build, configclass
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -328,3 +333,46 @@ class SQLReward:
                       "ngram": ngram_similarity(predicted, gold)}
         verdict = Verdict.PASS if match else (Verdict.FAIL if ran else pred_result.verdict)
         return components, verdict
+
+
+@configclass
+class CodeRewardConfig:
+    """YAML-facing description of a code-execution reward (``build_code_reward`` makes the object)."""
+
+    kind: Literal["unit_tests", "efficiency", "sql"] = "unit_tests"
+    """Which reward: unit-test pass fraction, correctness plus speed-up, or text-to-SQL."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """Backend, trust level and limits of the sandbox the code runs in."""
+    workers: Annotated[int, pydantic.Field(ge=0, le=1024)] = 0
+    """Concurrent sandboxed executions; 0 = one per available core."""
+    partial_credit: bool = True
+    """unit_tests: score the pass fraction (else 1 only when every test passes)."""
+    compare: Literal["exact", "lines", "tokens"] = "lines"
+    """unit_tests with stdin/stdout tests: how program output is compared (all length-checked)."""
+    float_tol: Annotated[float, pydantic.Field(ge=0)] = 0.0
+    """unit_tests with call tests: relative/absolute tolerance for float results (0 = exact)."""
+    repeats: Annotated[int, pydantic.Field(ge=1, le=100)] = 3
+    """efficiency: timed runs per program (the median is used)."""
+    max_speedup: Annotated[float, pydantic.Field(gt=0)] = 10.0
+    """efficiency: the reward is min(speed-up, max_speedup)."""
+    sql_weights: dict[str, float] = field(default_factory=lambda: {"execution": 1.0})
+    """sql: weights of the components execution, syntax, schema, ngram."""
+
+
+def build_code_reward(config: CodeRewardConfig | Mapping[str, Any] | None = None,
+                      ) -> UnitTestReward | EfficiencyReward | SQLReward:
+    """The reward described by ``config`` with its own sandbox and worker pool.
+
+    Raises ``ConfigError`` naming a bad key, ``SandboxUnavailable`` if the backend cannot run here.
+    """
+    if not isinstance(config, CodeRewardConfig):
+        config = build(CodeRewardConfig, config, "reward")
+    check_trust(config.sandbox, "reward.sandbox")
+    sandbox = Sandbox(config.sandbox)
+    pool = SandboxPool(config.workers or None)
+    if config.kind == "unit_tests":
+        return UnitTestReward(sandbox, pool, partial_credit=config.partial_credit, compare=config.compare,
+                              float_tol=config.float_tol)
+    if config.kind == "efficiency":
+        return EfficiencyReward(sandbox, pool, repeats=config.repeats, max_speedup=config.max_speedup)
+    return SQLReward(sandbox, pool, weights=dict(config.sql_weights))

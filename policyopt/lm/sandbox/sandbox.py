@@ -66,15 +66,20 @@ class SandboxConfig:
     costs a full wall budget); by default the tests after a timed-out one are TIMEOUT too."""
 
 
+def check_trust(config: SandboxConfig, prefix: str = "sandbox") -> None:
+    """The weak backend needs ``trust='trusted'``: raise ConfigError naming ``<prefix>.trust`` otherwise."""
+    if config.backend != "bwrap" and config.trust != "trusted":
+        raise ConfigError(f"{prefix}.trust: backend {config.backend!r} does not isolate the filesystem or "
+                          "network; set trust='trusted' to run code you trust with it (got 'untrusted')")
+
+
 class Sandbox:
     """Runs candidate code; thread-safe (a :class:`~policyopt.lm.sandbox.pool.SandboxPool` shares one)."""
 
     def __init__(self, config: SandboxConfig | dict | None = None) -> None:
         if not isinstance(config, SandboxConfig):
             config = build(SandboxConfig, config, "sandbox")
-        if config.backend != "bwrap" and config.trust != "trusted":
-            raise ConfigError(f"sandbox.trust: backend {config.backend!r} does not isolate the filesystem or "
-                              "network; set trust='trusted' to run code you trust with it (got 'untrusted')")
+        check_trust(config)
         self.config = config
         self.backend = make_backend(config.backend, resolve_interpreter(config.interpreter))
         self.slots = UidSlots(config.uid_base, config.uid_slots) if os.geteuid() == 0 else None

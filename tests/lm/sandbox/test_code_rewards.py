@@ -8,6 +8,7 @@ from policyopt.lm.code_rewards import (
     EfficiencyReward,
     SQLReward,
     UnitTestReward,
+    build_code_reward,
     extract_code,
     extract_sql,
     ngram_similarity,
@@ -17,8 +18,9 @@ from policyopt.lm.code_rewards import (
     sql_tokens,
     tests_from_metadata,
 )
-from policyopt.lm.reward import RewardFn
+from policyopt.lm.reward import RewardFn, RewardGuard
 from policyopt.lm.sandbox import CallTest, IOTest, Limits, SandboxPool
+from policyopt.runtime.config import ConfigError
 
 ASSERTS = ("def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(3) == 9\n"
            "    assert candidate(-1) == 1\n    assert candidate(0) == 0\n")
@@ -139,3 +141,26 @@ def test_extract_code_and_metadata():
         tests_from_metadata({"tests": [CallTest("f()", 1), IOTest("", "")]})
     with pytest.raises(ValueError, match="unrecognised"):
         tests_from_metadata({"tests": [42]})
+
+
+def test_reward_guard_masks_infrastructure_failures(box, monkeypatch):
+    reward = UnitTestReward(box)
+    meta = [{"tests": [CallTest("f()", 1)]}] * 2
+    result = RewardGuard(reward)(["p", "p"], ["def f():\n    return 1\n", "def f():\n    return 2\n"], meta)
+    assert result.values.tolist() == [1.0, 0.0] and result.scorable.tolist() == [True, True]
+    monkeypatch.setattr(box.backend, "bwrap", "/bin/false")
+    result = RewardGuard(reward)(["p", "p"], ["def f():\n    return 1\n", "def f():\n    return 2\n"], meta)
+    assert result.scorable.tolist() == [False, False]  # masked out, not scored 0
+    assert result.num_unscorable == 2
+
+
+def test_build_code_reward_from_config():
+    reward = build_code_reward({"kind": "sql", "workers": 1, "sql_weights": {"execution": 3.0, "ngram": 1.0},
+                                "sandbox": {"limits": {"wall_timeout_s": 1.0}}})
+    assert isinstance(reward, SQLReward) and reward.weights == {"execution": 3.0, "ngram": 1.0}
+    assert reward.sandbox.config.limits.wall_timeout_s == 1.0
+    reward.pool.close()
+    with pytest.raises(ConfigError, match="reward.kind"):
+        build_code_reward({"kind": "vibes"})
+    with pytest.raises(ConfigError, match="reward.sandbox.trust"):
+        build_code_reward({"sandbox": {"backend": "subprocess"}})
