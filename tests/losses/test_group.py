@@ -99,7 +99,8 @@ def test_rloo_hand_values():
     # A_i = r_i - mean of the others: 1 - 0, 0 - 1/3, ...
     assert rloo_advantages(r).flatten().tolist() == pytest.approx([1.0, -1 / 3, -1 / 3, -1 / 3])
     # group std (unbiased) = sqrt((0.5625 + 3 * 0.0625) / 3) = 0.5 -> doubled
-    assert rloo_advantages(r, scale_by_std=True).flatten().tolist() == pytest.approx([2.0, -2 / 3, -2 / 3, -2 / 3])
+    scaled = rloo_advantages(r, scale_by_std=True)
+    assert scaled.flatten().tolist() == pytest.approx([2.0, -2 / 3, -2 / 3, -2 / 3])
     masked = rloo_advantages(torch.tensor([[1.0, nan, 0.0]]), mask=torch.tensor([[True, False, True]]))
     assert masked.flatten().tolist() == pytest.approx([1.0, 0.0, -1.0])   # n = 2: 1 - 0, 0 - 1
     assert rloo_advantages(torch.tensor([[2.0, 2.0]])).flatten().tolist() == [0.0, 0.0]
@@ -130,3 +131,25 @@ def test_bad_shapes_are_named():
         group_relative_advantages(torch.zeros(4))
     with pytest.raises(ValueError, match="mask shape"):
         group_relative_advantages(torch.zeros(2, 2), mask=torch.ones(4, dtype=torch.bool))
+
+
+def test_random_groups_properties_flat_equals_grouped_and_invariances():
+    g = torch.Generator().manual_seed(3)
+    r = torch.randint(0, 3, (64, 8), generator=g).double() / 2      # many ties and near-ties
+    mask = torch.rand(64, 8, generator=g) > 0.2
+    adv = group_relative_advantages(r, mask)
+    # per group, advantages of the scorable entries sum to 0 and masked entries are exactly 0
+    assert torch.allclose((adv * mask).sum(-1), torch.zeros(64, dtype=torch.float64), atol=1e-12)
+    assert (adv[~mask] == 0).all()
+    # affine invariance of the std-normalised form (while the std floor is inactive)
+    assert torch.allclose(group_relative_advantages(3.0 * r + 7.0, mask), adv, atol=1e-9)
+    # the flat layout (shuffled, arbitrary ids) gives the same numbers
+    perm = torch.randperm(64 * 8, generator=g)
+    ids = (torch.arange(64).repeat_interleave(8) * 10 + 5)[perm]
+    flat = group_relative_advantages(r.flatten()[perm], mask.flatten()[perm], group_index=ids)
+    assert torch.allclose(flat, adv.flatten()[perm])
+    loo = rloo_advantages(r, mask)
+    n = mask.sum(-1, keepdim=True).double()
+    others_mean = ((r * mask).sum(-1, keepdim=True) - r) / (n - 1).clamp_min(1)
+    informative = informative_groups(r, mask)[:, None] & mask
+    assert torch.allclose(loo[informative], (r - others_mean)[informative])

@@ -192,3 +192,16 @@ def test_selective_loss_masking_zeroes_loss_and_gradient():
     loss, _ = lm_policy_loss(logp, logp.detach(), torch.ones(3), out, aggregation="token_mean")
     loss.backward()
     assert (logp.grad[~out] == 0).all() and (logp.grad[out] != 0).all()
+
+
+def test_token_gae_random_masks_with_holes_match_the_reference_loop():
+    g = torch.Generator().manual_seed(1)
+    r = torch.randn(6, 40, generator=g, dtype=torch.float64)
+    v = torch.randn(6, 40, generator=g, dtype=torch.float64)
+    mask = torch.rand(6, 40, generator=g) > 0.3
+    adv, ret = token_gae(r, v, mask, gamma=0.97, lam=0.9)
+    for b in range(6):
+        idx = torch.nonzero(mask[b]).squeeze(-1)
+        ref = _gae_reference(r[b, idx].tolist(), v[b, idx].tolist(), 0.97, 0.9)
+        assert adv[b, idx].tolist() == pytest.approx(ref, rel=1e-9, abs=1e-12)
+        assert adv[b, ~mask[b]].abs().max() == 0 and ret[b, ~mask[b]].abs().max() == 0

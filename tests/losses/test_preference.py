@@ -206,3 +206,20 @@ def test_extragradient_converges_on_a_bilinear_game_where_gradient_steps_diverge
     assert norm(z_gd) == pytest.approx(math.sqrt(2) * 1.01 ** 50, rel=1e-4)
     assert norm(z_eg) == pytest.approx(math.sqrt(2) * (1 - 0.01 + 0.0001) ** 50, rel=1e-4)
     assert norm(z_eg) < 1.0 < norm(z_gd)
+
+
+def test_lipo_is_invariant_to_list_order_and_padding_position():
+    g = torch.Generator().manual_seed(2)
+    pol, ref = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    labels = torch.randint(0, 4, (5, 4), generator=g).float()
+    perm = torch.randperm(4, generator=g)
+    for kind in ("lambda", "pair_logistic", "list_mle", "softmax"):
+        a = lipo_loss(pol, ref, labels, kind=kind)
+        b = lipo_loss(pol[:, perm], ref[:, perm], labels[:, perm], kind=kind)
+        if kind != "list_mle":          # list_mle breaks label ties by position, like any PL sort
+            assert torch.allclose(a, b, atol=1e-6), kind
+        pad_pol = torch.cat([pol, torch.full((5, 1), float("nan"))], 1)
+        pad_lab = torch.cat([labels, torch.full((5, 1), 9.0)], 1)
+        pad_mask = torch.cat([torch.ones(5, 4, dtype=torch.bool), torch.zeros(5, 1, dtype=torch.bool)], 1)
+        padded = lipo_loss(pad_pol, torch.cat([ref, ref[:, :1]], 1), pad_lab, pad_mask, kind=kind)
+        assert torch.allclose(a, padded, atol=1e-6), kind
