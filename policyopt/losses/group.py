@@ -178,6 +178,7 @@ def group_relative_advantages(
     std_floor: float = DEFAULT_STD_FLOOR,
     unbiased: bool = True,
     tie_atol: float = DEFAULT_TIE_ATOL,
+    std_eps: float = 0.0,
 ) -> Tensor:
     r"""GRPO's group-relative advantage (Shao et al., 2024, "DeepSeekMath"):
 
@@ -186,17 +187,19 @@ def group_relative_advantages(
     ``scale_by_std=False`` gives Dr.GRPO's :math:`A_i = r_i - \mathrm{mean}` (Liu et al., 2025,
     "Understanding R1-Zero-Like Training: A Critical Perspective"), which removes the
     difficulty bias of the std division. Statistics use scorable entries only; masked entries and
-    tied groups get exactly 0. ``unbiased=True`` uses the ``n - 1`` std (as TRL does).
+    tied groups get exactly 0. ``unbiased=True`` uses the ``n - 1`` std (as TRL does); ``std_eps``
+    is added to the divisor (TRL divides by ``std + 1e-4``: ``std_floor=0, std_eps=1e-4, tie_atol=0``
+    reproduces it, residue blow-ups included).
 
     Returns advantages with the shape of ``rewards`` (``[P, G]`` or ``[B]``).
     """
-    if std_floor < 0:
-        raise ValueError(f"std_floor must be >= 0, got {std_floor}")
+    if std_floor < 0 or std_eps < 0:
+        raise ValueError(f"std_floor and std_eps must be >= 0, got {std_floor}, {std_eps}")
     r, m, unpack = _as_groups(rewards, mask, group_index)
     n, mean, std = _moments(r, m, unbiased)
     adv = r - mean[:, None]
     if scale_by_std:
-        adv = adv / std.clamp_min(std_floor).clamp_min(torch.finfo(r.dtype).tiny)[:, None]
+        adv = adv / (std.clamp_min(std_floor) + std_eps).clamp_min(torch.finfo(r.dtype).tiny)[:, None]
     keep = m & ((n >= 2) & (_ranges(r, m) > tie_atol))[:, None]
     return unpack(torch.where(keep, adv, torch.zeros_like(adv)))
 
@@ -244,7 +247,8 @@ def remax_advantages(
     """
     r, m, unpack = _as_groups(rewards, mask, group_index)
     if greedy_rewards.shape != (r.shape[0],):
-        raise ValueError(f"greedy_rewards must be [num_groups={r.shape[0]}], got {tuple(greedy_rewards.shape)}")
+        raise ValueError(f"greedy_rewards must be [num_groups={r.shape[0]}], "
+                         f"got {tuple(greedy_rewards.shape)}")
     gm = torch.ones_like(greedy_rewards, dtype=torch.bool) if greedy_mask is None else greedy_mask.bool()
     if bool((gm & ~torch.isfinite(greedy_rewards)).any()):
         raise ValueError("a scorable greedy reward is NaN/inf: mark it with greedy_mask=False instead")

@@ -58,6 +58,9 @@ def test_std_floor_prevents_residue_blow_up():
     assert floored.flatten().tolist() == pytest.approx([7.5e-7, -2.5e-7, -2.5e-7, -2.5e-7], rel=1e-6)
     assert float(floored.abs().max()) < 1e-5
     assert group_relative_advantages(r).abs().max() == 0.0    # default tie tolerance: a tie
+    # TRL's divisor std + 1e-4 (no floor, no tie check): 7.5e-10 / (5e-10 + 1e-4)
+    trl_like = group_relative_advantages(r, std_floor=0.0, std_eps=1e-4, tie_atol=0.0)
+    assert float(trl_like[0, 0]) == pytest.approx(7.5e-10 / (5e-10 + 1e-4), rel=1e-6)
     # A real O(1) reward difference over a ~1e-9 std (what a leave-one-out std over tied rewards
     # produces) would be ~1e9; the floor caps the divisor so |A| <= |r - mean| / 1e-3.
     one = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
