@@ -74,6 +74,8 @@ class JobShopVectorEnv(NativeVectorEnv):
         self.machine_ready = np.zeros((n, m), dtype=np.int64)
         self.bound = np.zeros(n, dtype=np.int64)
         self.dispatched = np.zeros(n, dtype=np.int64)
+        self._row_index = np.arange(n)[:, None]
+        self._op_base = (np.arange(n)[:, None] * j + np.arange(j)[None, :]) * m  # flat index of op 0
         obs_dim = j * (6 + m) + m + 1
         self._set_spaces(spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32), spaces.Discrete(j))
 
@@ -122,9 +124,10 @@ class JobShopVectorEnv(NativeVectorEnv):
     def _next_op_view(self):
         """``(finished [N,J], next machine [N,J], next duration [N,J])`` (duration 0 when finished)."""
         finished = self.next_op >= self.n_machines
-        k = np.minimum(self.next_op, self.n_machines - 1)[..., None]
-        machine = np.take_along_axis(self.machines, k, axis=2)[..., 0]
-        duration = np.where(finished, 0, np.take_along_axis(self.durations, k, axis=2)[..., 0])
+        flat = self._op_base + np.minimum(self.next_op, self.n_machines - 1)
+        machine = self.machines.reshape(-1)[flat]
+        duration = self.durations.reshape(-1)[flat]
+        duration[finished] = 0
         return finished, machine, duration
 
     def _action_mask(self) -> np.ndarray:
@@ -132,29 +135,35 @@ class JobShopVectorEnv(NativeVectorEnv):
         done = finished.all(axis=1, keepdims=True)
         return ~finished | done
 
-    def earliest_starts(self) -> np.ndarray:
+    def earliest_starts(self, machine: np.ndarray | None = None) -> np.ndarray:
         """``[N, n_jobs]`` earliest start time of each job's next operation."""
-        _, machine, _ = self._next_op_view()
-        return np.maximum(self.job_ready, np.take_along_axis(self.machine_ready, machine, axis=1))
+        if machine is None:
+            machine = self._next_op_view()[1]
+        return np.maximum(self.job_ready, self.machine_ready[self._row_index, machine])
 
     def _observe(self) -> np.ndarray:
         n, j, m = self.num_envs, self.n_jobs, self.n_machines
         finished, machine, duration = self._next_op_view()
-        est = self.earliest_starts()
+        live = ~finished
+        est = self.earliest_starts(machine)
         t0 = np.where(finished, np.iinfo(np.int64).max, est).min(axis=1, keepdims=True)
-        t0 = np.where(finished.all(axis=1, keepdims=True), self.job_ready.max(axis=1, keepdims=True), t0)
-        scale = self.time_scale
-        per_job = np.empty((n, j, 6 + m), dtype=np.float32)
+        all_done = finished.all(axis=1, keepdims=True)
+        if all_done.any():
+            t0 = np.where(all_done, self.job_ready.max(axis=1, keepdims=True), t0)
+        inv = 1.0 / self.time_scale
+        out = np.empty((n, j * (6 + m) + m + 1), dtype=np.float32)
+        per_job = out[:, : j * (6 + m)].reshape(n, j, 6 + m)
         per_job[..., 0] = finished
-        per_job[..., 1] = self.next_op / m
-        per_job[..., 2] = self.remaining_work / scale
-        per_job[..., 3] = duration / self.max_duration
-        per_job[..., 4] = np.where(finished, 0.0, (est - t0) / scale)
-        per_job[..., 5] = np.where(finished, 0.0, (est + duration - self.bound[:, None]) / scale)
-        per_job[..., 6:] = (machine[..., None] == np.arange(m)) & ~finished[..., None]
-        per_machine = (self.machine_ready - t0) / scale
-        progress = self.dispatched[:, None] / (j * m)
-        return np.concatenate([per_job.reshape(n, -1), per_machine, progress], axis=1).astype(np.float32)
+        per_job[..., 1] = self.next_op * (1.0 / m)
+        per_job[..., 2] = self.remaining_work * inv
+        per_job[..., 3] = duration * (1.0 / self.max_duration)
+        per_job[..., 4] = (est - t0) * inv * live
+        per_job[..., 5] = (est + duration - self.bound[:, None]) * inv * live
+        per_job[..., 6:] = 0.0
+        out[self._row_index, np.arange(j) * (6 + m) + 6 + machine] = live  # one-hot of the next machine
+        out[:, j * (6 + m): -1] = (self.machine_ready - t0) * inv
+        out[:, -1] = self.dispatched * (1.0 / (j * m))
+        return out
 
     def _infos(self) -> dict[str, np.ndarray]:
         return {"action_mask": self._action_mask(), "makespan": self.job_ready.max(axis=1)}

@@ -36,7 +36,7 @@ RULES = BASE_RULES + tuple(f"{r}+GT" for r in BASE_RULES)
 def giffler_thompson_candidates(env: JobShopVectorEnv) -> np.ndarray:
     """``[num_envs, n_jobs]`` bool: jobs allowed by Giffler-Thompson active-schedule generation."""
     finished, machine, duration = env._next_op_view()
-    est = env.earliest_starts()
+    est = env.earliest_starts(machine)
     ect = np.where(finished, np.iinfo(np.int64).max, est + duration)
     star = ect.argmin(axis=1)
     rows = np.arange(env.num_envs)
