@@ -59,7 +59,8 @@ def group_length_reward(lengths: Tensor, correct: Tensor, mask: Tensor | None = 
     or ``mask`` is False. ``lengths, correct, mask``: ``[P, G]``. Add to the correctness reward.
     """
     if lengths.dim() != 2 or correct.shape != lengths.shape:
-        raise ValueError(f"lengths and correct must both be [P, G], got {tuple(lengths.shape)}, {tuple(correct.shape)}")
+        raise ValueError(f"lengths and correct must both be [P, G], "
+                         f"got {tuple(lengths.shape)}, {tuple(correct.shape)}")
     m = torch.ones_like(correct, dtype=torch.bool) if mask is None else mask.bool()
     length = lengths.to(torch.float32)
     lo = torch.where(m, length, torch.full_like(length, math.inf)).amin(-1, keepdim=True)
@@ -92,7 +93,8 @@ def optimal_tool_calls(num_calls: Tensor, correct: Tensor, mask: Tensor | None =
     its correct completions. ``num_calls, correct: [P, G]`` -> ``[P]`` float, NaN where no completion is
     correct (the caller may keep a running per-question minimum across epochs, as the paper does)."""
     c = correct.bool() if mask is None else correct.bool() & mask.bool()
-    calls = torch.where(c, num_calls.to(torch.float32), torch.full_like(num_calls, math.inf, dtype=torch.float32))
+    calls = num_calls.to(torch.float32)
+    calls = torch.where(c, calls, torch.full_like(calls, math.inf))
     best = calls.amin(-1)
     return torch.where(torch.isinf(best), torch.full_like(best, math.nan), best)
 

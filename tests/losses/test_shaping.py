@@ -48,7 +48,8 @@ def test_s_grpo_decaying_serial_rewards():
 def test_otc_tool_rewards():
     m = torch.tensor([0.0, 1.0, 2.0])
     # OTC-PPO, c = 1: cos(0) = 1, cos(pi / 3) = 0.5, cos(2 pi / 5) = 0.30902
-    assert tool_call_rewards(torch.ones(3), m).tolist() == pytest.approx([1.0, 0.5, math.cos(2 * math.pi / 5)])
+    expected = [1.0, 0.5, math.cos(2 * math.pi / 5)]
+    assert tool_call_rewards(torch.ones(3), m).tolist() == pytest.approx(expected)
     # OTC-GRPO with optimal n = 2: f(m, 2) = 4m / (m + 2): m=0 -> 0, 1 -> 4/3, 2 -> 2, 4 -> 8/3
     calls = torch.tensor([[0.0, 1.0, 2.0, 4.0]])
     r = tool_call_rewards(torch.ones(1, 4), calls, optimal_calls=torch.tensor([[2.0]]))
@@ -79,4 +80,5 @@ def test_grpo_s_difficulty_weights():
     # w = 1 + h + sigmoid(0) = (1.5, 2.5) -> / mean 2 = (0.75, 1.25)
     w = difficulty_weights(torch.tensor([0.0, 1.0]), torch.zeros(2))
     assert w.tolist() == pytest.approx([0.75, 1.25])
-    assert difficulty_weights(torch.tensor([0.0, 1.0]), torch.zeros(2), normalize=False).tolist() == [1.5, 2.5]
+    raw = difficulty_weights(torch.tensor([0.0, 1.0]), torch.zeros(2), normalize=False)
+    assert raw.tolist() == [1.5, 2.5]
