@@ -105,12 +105,19 @@ def jobshop_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
     methods: dict[str, Act] = {rule: (lambda r: lambda env, o, i: rule_actions(env, r))(rule) for rule in RULES}
     if ppo is not None:
         methods["PPO"] = ppo
+    makespans = {}
     for method, act in methods.items():
         _, final = run_episodes(JobShopVectorEnv(num_envs=n), act)
+        makespans[method] = final["makespan"]
         gap = final["makespan"] / optimum - 1.0
         rows.append(row(env_name, method, "makespan", final["makespan"], gap_mean=float(gap.mean()),
                         **(ppo_info if method == "PPO" else {})))
     rows.append(row(env_name, "CP-SAT (optimum)", "makespan", optimum, gap_mean=0.0))
+    if "PPO" in makespans:  # paired, per instance: PPO against the best rule on these instances
+        best = min(RULES, key=lambda r: makespans[r].mean())
+        diff = makespans["PPO"] - makespans[best]
+        rows.append(row(env_name, f"PPO - best rule ({best})", "makespan difference", diff,
+                        ppo_better_fraction=float((diff < 0).mean()), ties_fraction=float((diff == 0).mean())))
     for name in ("ft06", "la01"):
         opt = solve_cpsat(JobShopVectorEnv(1, instance=name).instance, time_limit_s=30.0)
         for method, act in methods.items():

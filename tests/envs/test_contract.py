@@ -92,3 +92,22 @@ def test_single_env_refuses_step_after_episode_end_and_before_reset(env_id):
         pytest.fail("episode did not end")
     with pytest.raises(RuntimeError, match="reset"):
         env.step(action)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_box_actions_nan_is_an_error_and_out_of_bounds_is_clipped(env_id):
+    def make():
+        env = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+        env.reset(seed=0)
+        return env
+
+    space = make().single_action_space
+    if not isinstance(space, gymnasium.spaces.Box):
+        pytest.skip("discrete actions: covered by the range and mask tests")
+    env = make()
+    nan = np.full((2, *space.shape), np.nan, dtype=np.float32)
+    with pytest.raises(InvalidActionError, match="non-finite"):
+        env.step(nan)
+    far, edge = np.full((2, *space.shape), 1e6, np.float32), np.broadcast_to(space.high, (2, *space.shape))
+    a, b = make(), make()
+    assert_tree_equal(a.step(far), b.step(edge.astype(np.float32)))
