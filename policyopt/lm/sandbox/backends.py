@@ -97,7 +97,7 @@ def _nproc_extra(uid: int | None) -> int:
 def _stdin_fd(stdin: bytes | None) -> int:
     if stdin is None:
         return os.open(os.devnull, os.O_RDONLY)
-    fd = os.memfd_create("stdin", 0)
+    fd = os.memfd_create("stdin")
     os.write(fd, stdin)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -157,7 +157,7 @@ class BwrapBackend:
         fds: list[int] = []
         file_args: list[str] = ["--dir", HARNESS_DIR]
         for name, content in {"inside.py": _read_inside(), **files}.items():
-            fd = os.memfd_create(name, 0)
+            fd = os.memfd_create(name)
             os.write(fd, content)
             os.lseek(fd, 0, os.SEEK_SET)
             fds.append(fd)
