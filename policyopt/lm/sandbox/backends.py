@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from policyopt.lm.sandbox.limits import Limits, rlimit_args
 from policyopt.lm.sandbox.process import Launch, pids_of_uid
+from policyopt.lm.sandbox.seccomp import deny_list_program
 
 _INSIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_inside.py")
 _ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -94,13 +95,18 @@ def _nproc_extra(uid: int | None) -> int:
     return 0 if uid is not None else len(pids_of_uid(os.getuid()))
 
 
-def _stdin_fd(stdin: bytes | None) -> int:
-    if stdin is None:
-        return os.open(os.devnull, os.O_RDONLY)
-    fd = os.memfd_create("stdin")
-    os.write(fd, stdin)
+def _data_fd(name: str, data: bytes) -> int:
+    """A close-on-exec memfd holding ``data``, positioned at 0 (handed to children with pass_fds)."""
+    fd = os.memfd_create(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
+
+
+def _stdin_fd(stdin: bytes | None) -> int:
+    return os.open(os.devnull, os.O_RDONLY) if stdin is None else _data_fd("stdin", stdin)
 
 
 class BwrapBackend:
@@ -110,10 +116,11 @@ class BwrapBackend:
     isolated = True
     _probe_cache: dict[str, str | None] = {}
 
-    def __init__(self, interpreter: str) -> None:
+    def __init__(self, interpreter: str, seccomp: bool = True) -> None:
         self.interpreter = interpreter
         self.bwrap = shutil.which("bwrap")
         self.prlimit = shutil.which("prlimit")
+        self.seccomp = deny_list_program() if seccomp else b""
 
     def unavailable_reason(self, uid: int | None) -> str | None:
         """None if a trivial sandboxed interpreter starts here, else why not (cached per interpreter)."""
@@ -121,19 +128,27 @@ class BwrapBackend:
             return "bwrap not found on PATH (install the Debian/Ubuntu package 'bubblewrap')"
         if self.prlimit is None:
             return "prlimit not found on PATH (util-linux)"
-        key = f"{self.interpreter}:{uid}"
+        if self.seccomp is None:
+            return "no seccomp filter for this architecture; set seccomp=false to run without one"
+        key = f"{self.interpreter}:{uid}:{bool(self.seccomp)}"
         if key not in self._probe_cache:
+            filter_fd = _data_fd("seccomp", self.seccomp)
             try:
-                argv = [*as_user(uid), self.prlimit, "--core=0", "--", self.bwrap, *self._mount_args(), "--",
-                        self.interpreter, "-I", "-S", "-c", "pass"]
+                argv = [*as_user(uid), self.prlimit, "--core=0", "--", self.bwrap, *self._mount_args(),
+                        *self._seccomp_args(filter_fd), "--", self.interpreter, "-I", "-S", "-c", "pass"]
                 done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
-                                      env=sandbox_env(BOX))
+                                      env=sandbox_env(BOX), pass_fds=(filter_fd,))
                 ok = done.returncode == 0
                 reason = None if ok else f"bwrap probe failed: {done.stderr.decode(errors='replace')[:300]}"
             except (OSError, subprocess.SubprocessError, SandboxUnavailable) as exc:
                 reason = f"bwrap probe failed: {exc}"
+            finally:
+                os.close(filter_fd)
             self._probe_cache[key] = reason
         return self._probe_cache[key]
+
+    def _seccomp_args(self, filter_fd: int) -> list[str]:
+        return ["--seccomp", str(filter_fd)] if self.seccomp else []
 
     def _mount_args(self, scratch_bytes: int = 1 << 20) -> list[str]:
         args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
@@ -157,11 +172,11 @@ class BwrapBackend:
         fds: list[int] = []
         file_args: list[str] = ["--dir", HARNESS_DIR]
         for name, content in {"inside.py": _read_inside(), **files}.items():
-            fd = os.memfd_create(name)
-            os.write(fd, content)
-            os.lseek(fd, 0, os.SEEK_SET)
-            fds.append(fd)
-            file_args += ["--perms", "0444", "--ro-bind-data", str(fd), f"{HARNESS_DIR}/{name}"]
+            fds.append(_data_fd(name, content))
+            file_args += ["--perms", "0444", "--ro-bind-data", str(fds[-1]), f"{HARNESS_DIR}/{name}"]
+        if self.seccomp:
+            fds.append(_data_fd("seccomp", self.seccomp))
+            file_args += self._seccomp_args(fds[-1])
         info_r, info_w = os.pipe()
         stdin_fd = _stdin_fd(stdin)
         argv = [*as_user(uid), self.prlimit, *rlimit_args(limits, n_phases, _nproc_extra(uid)), "--", self.bwrap,
@@ -230,9 +245,9 @@ def _read_inside() -> bytes:
         return f.read()
 
 
-def make_backend(name: str, interpreter: str) -> BwrapBackend | SubprocessBackend:
+def make_backend(name: str, interpreter: str, seccomp: bool = True) -> BwrapBackend | SubprocessBackend:
     if name == "bwrap":
-        return BwrapBackend(interpreter)
+        return BwrapBackend(interpreter, seccomp)
     if name == "subprocess":
         return SubprocessBackend(interpreter)
     raise ValueError(f"unknown sandbox backend {name!r}; expected 'bwrap' or 'subprocess'")

@@ -51,6 +51,8 @@ class SandboxConfig:
     """``bwrap`` (namespaces, read-only system, private tmpfs, no network) or ``subprocess`` (rlimits only)."""
     trust: Literal["untrusted", "trusted"] = "untrusted"
     """``untrusted`` code may only run under bwrap; ``trusted`` is the explicit opt-in to ``subprocess``."""
+    seccomp: bool = True
+    """bwrap: also load a seccomp deny-list (ptrace, namespaces, mounts, keyrings, bpf, io_uring, ...)."""
     interpreter: str = "auto"
     """Python run inside; ``auto`` = ``/usr/bin/python3`` if present, else this interpreter's base."""
     limits: Limits = dataclasses.field(default_factory=Limits)
@@ -81,7 +83,7 @@ class Sandbox:
             config = build(SandboxConfig, config, "sandbox")
         check_trust(config)
         self.config = config
-        self.backend = make_backend(config.backend, resolve_interpreter(config.interpreter))
+        self.backend = make_backend(config.backend, resolve_interpreter(config.interpreter), config.seccomp)
         self.slots = UidSlots(config.uid_base, config.uid_slots) if os.geteuid() == 0 else None
         if self.slots is not None and not self.backend.isolated:
             enable_subreaper()  # weak backend: setsid orphans would otherwise linger as zombies

@@ -175,3 +175,21 @@ def test_reading_stdin_gets_eof_immediately(box, host):
     assert result.verdict is Verdict.PASS and raw.stdout == b"0\n" and raw.wall_s < 1.5
     result, _ = box.run("input()\n")
     assert result.verdict is Verdict.RUNTIME_ERROR  # EOFError, not a hang
+
+
+def test_seccomp_denies_kernel_interfaces_untrusted_code_has_no_use_for(box, host):
+    source = ("import ctypes, os, platform\n"
+              "libc = ctypes.CDLL(None, use_errno=True)\n"
+              "from_table = {'x86_64': {'keyctl': 250, 'io_uring_setup': 425, 'bpf': 321, 'unshare': 272,\n"
+              "                         'ptrace': 101, 'getpid': 39},\n"
+              "              'aarch64': {'keyctl': 219, 'io_uring_setup': 425, 'bpf': 280, 'unshare': 97,\n"
+              "                          'ptrace': 117, 'getpid': 172}}[platform.machine()]\n"
+              "for name, nr in from_table.items():\n"
+              "    r = libc.syscall(nr, 0, 0, 0, 0)\n"
+              "    print(name, r if r != -1 else os.strerror(ctypes.get_errno()))\n")
+    result, raw = box.run(source)
+    assert result.verdict is Verdict.PASS
+    lines = dict(line.split(" ", 1) for line in raw.stdout.decode().splitlines())
+    for name in ("keyctl", "io_uring_setup", "bpf", "unshare", "ptrace"):
+        assert lines[name] == "Operation not permitted", (name, lines)
+    assert lines["getpid"] == "1"  # ordinary syscalls work; the candidate is PID 1 of its namespace

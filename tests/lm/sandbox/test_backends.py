@@ -35,6 +35,12 @@ def test_missing_bwrap_refuses_to_run(monkeypatch):
     assert weak.trust_level == "weak" and weak.backend.name == "subprocess"
 
 
+def test_seccomp_unavailable_on_this_arch_refuses(monkeypatch):
+    monkeypatch.setattr(backends_module, "deny_list_program", lambda: None)
+    with pytest.raises(SandboxUnavailable, match="seccomp"):
+        Sandbox()
+
+
 def test_unknown_config_key_is_named():
     with pytest.raises(ConfigError, match="sandbox.limits.wall_timeout_s"):
         Sandbox({"limits": {"wall_timeout_s": -1}})

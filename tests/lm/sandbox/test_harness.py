@@ -135,3 +135,13 @@ def test_rlimit_args():
     assert f"--as={100 << 20}" in args and "--cpu=6:7" in args and "--nproc=6" in args and "--core=0" in args
     with pytest.raises(ValueError):
         rlimit_args(Limits(), n_phases=0)
+
+
+def test_seccomp_program_shape():
+    from policyopt.lm.sandbox.seccomp import BLOCKED_SYSCALLS, deny_list_program
+
+    x86 = deny_list_program("x86_64")
+    arm = deny_list_program("aarch64")
+    assert len(x86) == 8 * (4 + 2 + 2 * len(BLOCKED_SYSCALLS) + 1)  # struct sock_filter is 8 bytes
+    assert len(arm) == 8 * (4 + 2 * len(BLOCKED_SYSCALLS) + 1)
+    assert deny_list_program("riscv64") is None
