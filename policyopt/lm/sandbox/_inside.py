@@ -111,8 +111,8 @@ def encode(value, depth=0):
 
 
 def compile_candidate(fd, job):
-    with open(os.path.join(os.path.dirname(sys.argv[2]), job["source"]), encoding="utf-8") as f:
-        source = f.read()
+    with open(os.path.join(os.path.dirname(sys.argv[2]), job["source"]), "rb") as f:
+        source = f.read()  # bytes: compile() decodes them (PEP 263) and reports bad UTF-8 as SyntaxError
     try:
         return compile(source, "<candidate>", "exec")
     except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as exc:

@@ -68,6 +68,11 @@ class SandboxConfig:
     costs a full wall budget); by default the tests after a timed-out one are TIMEOUT too."""
 
 
+def _utf8(text: str) -> bytes:
+    """Model output may hold lone surrogates; pass them through and let the compiler reject them."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def check_trust(config: SandboxConfig, prefix: str = "sandbox") -> None:
     """The weak backend needs ``trust='trusted'``: raise ConfigError naming ``<prefix>.trust`` otherwise."""
     if config.backend != "bwrap" and config.trust != "trusted":
@@ -128,7 +133,7 @@ class Sandbox:
         """Run ``source`` as a program (``__main__``); PASS means it exited 0 within its limits."""
         limits = limits or self.config.limits
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        raw = self.execute({"mode": "script", "source": "candidate.py"}, {"candidate.py": source.encode()},
+        raw = self.execute({"mode": "script", "source": "candidate.py"}, {"candidate.py": _utf8(source)},
                            stdin=data, limits=limits)
         return run_verdict(raw, limits.cpu_time_s), raw
 
@@ -150,7 +155,7 @@ class Sandbox:
         it); each expression's value is compared in the parent with ``values_equal``."""
         limits = limits or self.config.limits
         expected = [t.expected for t in tests]
-        files = {"candidate.py": source.encode()}
+        files = {"candidate.py": _utf8(source)}
         job = {"mode": "calls", "source": "candidate.py"}
         return self._graded_runs(job, files, [t.expression for t in tests], expected, limits, float_tol, "calls")
 
@@ -193,7 +198,7 @@ class Sandbox:
         limits = limits or self.config.limits
         job = {"mode": "bench", "source": "candidate.py", "repeat": repeat,
                "calls": [[i, c] for i, c in enumerate(calls)]}
-        raw = self.execute(job, {"candidate.py": source.encode()}, limits=limits, n_phases=max(1, len(calls)))
+        raw = self.execute(job, {"candidate.py": _utf8(source)}, limits=limits, n_phases=max(1, len(calls)))
         graded, _ = grade_calls(raw, list(range(len(calls))), [RAN] * len(calls), limits.cpu_time_s)
         bad = [graded[i] for i in range(len(calls)) if graded[i].verdict is not Verdict.PASS]
         return (bad[0] if bad else TestResult(Verdict.PASS)), raw.cpu_s
