@@ -63,7 +63,7 @@ def test_honest_solution_passes(box):
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_attack_is_fail(box, name):
+def test_attack_is_fail(box, host, name):
     report = box.run_call_tests(ATTACKS[name], TESTS)
     # the wrong solution returns the input unchanged, which is right only for [] (test 1); every other
     # test must be FAIL, and nothing may PASS that the plain wrong solution would not pass
@@ -72,7 +72,7 @@ def test_attack_is_fail(box, name):
     assert report.pass_fraction is not None and report.pass_fraction <= 1 / 3
 
 
-def test_printing_only_a_correct_prefix_fails(box):
+def test_printing_only_a_correct_prefix_fails(box, host):
     tests = [IOTest("3\n", "1\n2\n3\n")]
     honest = "n = int(input())\nfor i in range(1, n + 1):\n    print(i)\n"
     prefix = "n = int(input())\nfor i in range(1, n):\n    print(i)\n"
@@ -84,7 +84,7 @@ def test_printing_only_a_correct_prefix_fails(box):
     assert box.run_call_tests("", call).verdicts == [Verdict.FAIL]
 
 
-def test_expected_values_never_enter_the_sandbox(box):
+def test_expected_values_never_enter_the_sandbox(box, host):
     secret_expected = "expected-" + "7f3a9c"
     spy = ("import os\n"
            "seen = ''\n"
