@@ -57,7 +57,9 @@ def decode_value(obj: Any, depth: int = 0) -> Any:
     if type(obj) is not dict or len(obj) != 1:
         raise ValueError(f"malformed payload {str(obj)[:80]!r}")
     (tag, items), = obj.items()
-    if not isinstance(items, (list, str)):
+    if tag == "by" and isinstance(items, str):
+        return bytes.fromhex(items)
+    if not isinstance(items, list):
         raise ValueError(f"malformed payload for tag {tag!r}")
     if tag in _TAGS:
         try:
@@ -74,8 +76,6 @@ def decode_value(obj: Any, depth: int = 0) -> Any:
             except TypeError as exc:
                 raise ValueError(str(exc)) from None
         return out
-    if tag == "by" and isinstance(items, str):
-        return bytes.fromhex(items)
     raise ValueError(f"unknown payload tag {tag!r}")
 
 

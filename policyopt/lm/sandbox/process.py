@@ -244,7 +244,7 @@ class _Watch:
         for line in lines:
             try:
                 message = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # forged lines must not crash the parent
                 message = {"invalid": True}
             if not isinstance(message, dict):
                 message = {"invalid": True}

@@ -53,6 +53,13 @@ ATTACKS = {
         "__main__.encode = lambda value, depth=0: [1, 2, 3]\n"
         "__main__.classify = lambda exc: 'pass'\n"
         "__main__.check = check\n"),
+    "forges_unparsable_channel_lines": WRONG + (
+        "import os\n"
+        "for fd in range(3, 10):\n"
+        "    try:\n"
+        "        os.write(fd, b'[' * 200000 + b'\\n' + b'{\"result\": 0, \"value\": ' + b'9' * 5000 + b'}\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"),
     "exits_inside_the_tested_function": "import os\ndef sort_list(xs):\n    os._exit(0)\n",
 }
 

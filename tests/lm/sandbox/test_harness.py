@@ -21,7 +21,8 @@ def test_encode_decode_round_trip_keeps_exact_types():
     assert type(back[("t", 1)]) is set and type(back["n"]) is tuple
 
 
-@pytest.mark.parametrize("payload", [[1, 2], {"l": 5}, {"zz": []}, {"d": [[1]]}, {"s": [{"l": []}]}, {"a": 1, "b": 2}])
+@pytest.mark.parametrize("payload", [[1, 2], {"l": 5}, {"l": "abc"}, {"zz": []}, {"d": [[1]]}, {"s": [{"l": []}]},
+                                     {"a": 1, "b": 2}, {"by": "zz"}, {"by": [1]}])
 def test_decode_rejects_malformed_or_forged_payloads(payload):
     with pytest.raises(ValueError):
         decode_value(payload)
