@@ -84,7 +84,8 @@ def main() -> None:
     weak = Sandbox(SandboxConfig(backend="subprocess", trust="trusted"))
     python = resolve_interpreter("auto")
     results: dict = {"machine": {"cpus": os.cpu_count(), "workers": args.workers, "python_inside": python,
-                                 "platform": platform.platform(), "note": "2-core VM shared with other jobs"}}
+                                 "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
+                                 "note": "2-core VM shared with other jobs"}}
     for workload, fns in contestants(python, bwrap, weak).items():
         results[workload] = {}
         for workers in sorted({1, args.workers}):
@@ -101,6 +102,7 @@ def main() -> None:
     assert all(r.pass_fraction == 1.0 for r in reports)
     results["pool_stats"] = pool.stats()
     pool.close()
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
