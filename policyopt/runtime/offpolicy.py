@@ -30,6 +30,9 @@ def build_offpolicy(cfg: Any, run_dir: Path, make: Callable[..., Any]) -> tuple[
     env = make_env(cfg.env, cfg.env.num_envs)
     env.action_space.seed(derive_seed(cfg.seed, "action_space"))
     env.observation_space.seed(derive_seed(cfg.seed, "observation_space"))
+    # the single-copy spaces are part of the checkpointed env state too: seed them for exact resumes
+    env.single_action_space.seed(derive_seed(cfg.seed, "single_action_space"))
+    env.single_observation_space.seed(derive_seed(cfg.seed, "single_observation_space"))
     try:
         obs_dim = ObsAdapter(env.single_observation_space).dim
         algo = make(cfg.algo_config, obs_dim, env.single_action_space, cfg.trainer.total_steps,
