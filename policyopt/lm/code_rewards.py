@@ -19,6 +19,7 @@ reference could not be run — never 0 — and keeps per-verdict fractions of it
 
 from __future__ import annotations
 
+import random
 import re
 import statistics
 from collections import Counter
@@ -42,13 +43,16 @@ from policyopt.lm.sandbox import (
 )
 from policyopt.lm.sandbox.harness import CompareMode
 from policyopt.lm.sandbox.sandbox import check_trust
+from policyopt.lm.tasks import TaskExample, split_of
 from policyopt.runtime.config import build, configclass
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def extract_code(completion: str, language: str = "python") -> str:
-    """The last fenced code block tagged ``language`` (else the last fenced block, else the text).
+    """The last fenced code block tagged ``language``, else the last fenced block, else the content of
+    the last ``<answer>...</answer>``, else the whole text.
 
     ``extract_code("Sure:\\n```python\\nx = 1\\n```")`` -> ``"x = 1\\n"``.
     """
@@ -58,7 +62,8 @@ def extract_code(completion: str, language: str = "python") -> str:
         return tagged[-1]
     if blocks:
         return blocks[-1][1]
-    return completion
+    answers = _ANSWER.findall(completion)
+    return answers[-1] if answers else completion
 
 
 def tests_from_metadata(meta: Mapping[str, Any]) -> list[CallTest] | list[IOTest]:
@@ -376,3 +381,36 @@ def build_code_reward(config: CodeRewardConfig | Mapping[str, Any] | None = None
     if config.kind == "efficiency":
         return EfficiencyReward(sandbox, pool, repeats=config.repeats, max_speedup=config.max_speedup)
     return SQLReward(sandbox, pool, weights=dict(config.sql_weights))
+
+
+_TEMPLATES = ("{a}*x+{b}", "{a}*x-{b}", "x*x+{b}", "{a}*x*x", "(x+{b})*{a}", "x%{a}+{b}")
+
+
+def coding_tasks(n: int, split: str = "train", seed: int = 0) -> list[TaskExample]:
+    """A small generated coding task (for smoke tests and GRPO demos with the built-in model).
+
+    Prompt ``code:f(x)=3*x+2``; reference answer ``def f(x):return 3*x+2``; metadata carries
+    ``tests`` (four call tests on random inputs), ``entry_point``, ``reference`` and ``benchmark``
+    so that :class:`UnitTestReward` and :class:`EfficiencyReward` can score completions. Prompts are
+    assigned to ``train``/``eval`` by :func:`policyopt.lm.tasks.split_of`, like the other tasks.
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out: list[TaskExample] = []
+    for _ in range(200 * n + 1000):
+        if len(out) == n:
+            return out
+        expr = rng.choice(_TEMPLATES).format(a=rng.randint(2, 9), b=rng.randint(1, 9))
+        prompt = f"code:f(x)={expr}"
+        if prompt in seen or split_of(prompt) != split:
+            continue
+        seen.add(prompt)
+        answer = f"def f(x):return {expr}"
+        inputs = rng.sample(range(-20, 21), 4)
+        tests = [{"expression": f"f({x})", "expected": eval(expr, {"x": x})} for x in inputs]
+        out.append(TaskExample(prompt, answer, {"task": "code", "answer": answer, "tests": tests,
+                                                "entry_point": "f", "reference": answer,
+                                                "benchmark": ["[f(x) for x in range(2000)]"]}))
+    raise ValueError(f"only {len(out)} distinct {split} coding prompts exist; asked for {n}")

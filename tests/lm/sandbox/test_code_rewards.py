@@ -9,6 +9,7 @@ from policyopt.lm.code_rewards import (
     SQLReward,
     UnitTestReward,
     build_code_reward,
+    coding_tasks,
     extract_code,
     extract_sql,
     ngram_similarity,
@@ -136,6 +137,7 @@ def test_extract_code_and_metadata():
     assert extract_code("a\n```python\nx = 1\n```\n```python\ny = 2\n```") == "y = 2\n"
     assert extract_code("```\nz = 3\n```") == "z = 3\n"
     assert extract_code("plain") == "plain"
+    assert extract_code("<answer>a = 1</answer> junk <answer>b = 2</answer>") == "b = 2"
     assert tests_from_metadata({"tests": [{"expression": "f()", "expected": 1}]}) == [CallTest("f()", 1)]
     with pytest.raises(ValueError, match="mix"):
         tests_from_metadata({"tests": [CallTest("f()", 1), IOTest("", "")]})
@@ -164,3 +166,15 @@ def test_build_code_reward_from_config():
         build_code_reward({"kind": "vibes"})
     with pytest.raises(ConfigError, match="reward.sandbox.trust"):
         build_code_reward({"sandbox": {"backend": "subprocess"}})
+
+
+def test_generated_coding_tasks_score_their_reference_and_reject_wrong_code(box):
+    train, held_out = coding_tasks(6, "train", seed=1), coding_tasks(3, "eval", seed=1)
+    assert len({t.prompt for t in train}) == 6 and not {t.prompt for t in train} & {t.prompt for t in held_out}
+    assert coding_tasks(6, "train", seed=1) == train  # seeded
+    reward = UnitTestReward(box)
+    completions = [f"<answer>{t.answer}</answer>" for t in train[:3]] + ["<answer>def f(x):return 0</answer>"]
+    scores = reward([t.prompt for t in train[:4]], completions, [t.metadata for t in train[:4]])
+    assert scores[:3] == [1.0, 1.0, 1.0] and scores[3] < 1.0
+    with pytest.raises(ValueError):
+        coding_tasks(1, "test")
