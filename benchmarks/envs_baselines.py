@@ -97,21 +97,20 @@ def row(env: str, method: str, metric: str, values: np.ndarray, **extra) -> dict
 
 
 # ---------------------------------------------------------------------------------------------- job shop
-def jobshop_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def jobshop_rows(n: int, ppos: dict) -> list[dict]:
     rows, env_name = [], "JobShop random 6x6"
     probe = JobShopVectorEnv(num_envs=n)
     probe.reset(seed=EVAL_SEED)
     optimum = np.array([solve_cpsat(inst, time_limit_s=10.0)["makespan"] for inst in instances_of(probe)])
     methods: dict[str, Act] = {rule: (lambda r: lambda env, o, i: rule_actions(env, r))(rule) for rule in RULES}
-    if ppo is not None:
-        methods["PPO"] = ppo
+    methods.update({label: act for label, (act, _) in ppos.items()})
     makespans = {}
     for method, act in methods.items():
         _, final = run_episodes(JobShopVectorEnv(num_envs=n), act)
         makespans[method] = final["makespan"]
         gap = final["makespan"] / optimum - 1.0
         rows.append(row(env_name, method, "makespan", final["makespan"], gap_mean=float(gap.mean()),
-                        **(ppo_info if method == "PPO" else {})))
+                        **ppos.get(method, (None, {}))[1]))
     rows.append(row(env_name, "CP-SAT (optimum)", "makespan", optimum, gap_mean=0.0))
     if "PPO" in makespans:  # paired, per instance: PPO against the best rule on these instances
         best = min(RULES, key=lambda r: makespans[r].mean())
@@ -121,7 +120,7 @@ def jobshop_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
     for name in ("ft06", "la01"):
         opt = solve_cpsat(JobShopVectorEnv(1, instance=name).instance, time_limit_s=30.0)
         for method, act in methods.items():
-            if method == "PPO" and name != "ft06":
+            if method in ppos and name != "ft06":
                 continue  # the PPO policy was trained on 6x6 instances
             _, final = run_episodes(JobShopVectorEnv(num_envs=1, instance=name), act)
             ms = final["makespan"]
@@ -131,7 +130,7 @@ def jobshop_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- the others
-def lotsizing_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def lotsizing_rows(n: int, ppos: dict) -> list[dict]:
     tuned = inventory.tune_s_S(episodes=32, seed=0)
     s, S = tuned["s"], tuned["S"]
     methods = {
@@ -140,21 +139,21 @@ def lotsizing_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
         "order nothing": lambda env, o, i: np.zeros((env.num_envs, env.n_items), np.float32),
     }
     extra = {"(s,S) tuned": {"s": s.tolist(), "S": S.tolist()}}
-    return _generic("LotSizing", lambda: inventory.LotSizingVectorEnv(num_envs=n), methods, ppo, ppo_info,
+    return _generic("LotSizing", lambda: inventory.LotSizingVectorEnv(num_envs=n), methods, ppos,
                     "return (-cost/50)", lambda ret, fin: ret, extra=extra)
 
 
-def portfolio_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def portfolio_rows(n: int, ppos: dict) -> list[dict]:
     methods = {name: (lambda b: lambda env, o, i: portfolio.baseline_actions(env, b))(name)
                for name in ("equal_weight", "buy_and_hold", "mean_variance")}
-    rows = _generic("Portfolio", lambda: portfolio.PortfolioVectorEnv(num_envs=n), methods, ppo, ppo_info,
+    rows = _generic("Portfolio", lambda: portfolio.PortfolioVectorEnv(num_envs=n), methods, ppos,
                     "final log wealth", lambda ret, fin: np.log(fin["wealth"]))
-    rows += _generic("Portfolio", lambda: portfolio.PortfolioVectorEnv(num_envs=n), methods, ppo, ppo_info,
+    rows += _generic("Portfolio", lambda: portfolio.PortfolioVectorEnv(num_envs=n), methods, ppos,
                      "DSR return", lambda ret, fin: ret)
     return rows
 
 
-def bandits_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def bandits_rows(n: int, ppos: dict) -> list[dict]:
     cache: dict[int, np.ndarray] = {}
 
     def whittle(env, o, i):
@@ -166,45 +165,44 @@ def bandits_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
     rng = np.random.default_rng(0)
     methods = {"random": lambda env, o, i: bandits.baseline_scores(env, "random", rng),
                "myopic": lambda env, o, i: bandits.baseline_scores(env, "myopic"), "whittle": whittle}
-    return _generic("RestlessBandits", lambda: bandits.RestlessBanditVectorEnv(num_envs=n), methods, ppo,
-                    ppo_info, "return", lambda ret, fin: ret)
+    return _generic("RestlessBandits", lambda: bandits.RestlessBanditVectorEnv(num_envs=n), methods, ppos,
+                    "return", lambda ret, fin: ret)
 
 
-def bidding_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def bidding_rows(n: int, ppos: dict) -> list[dict]:
     methods = {}
     for name in ("constant", "linear", "paced_linear"):
         base = bidding.tune_baseline(name, episodes=32, seed=0)["base"]
         methods[f"{name} (base {base:.0f})"] = (lambda b, nm: lambda env, o, i: bidding.baseline_bids(env, nm, b))(
             base, name)
-    return _generic("Bidding", lambda: bidding.BiddingVectorEnv(num_envs=n), methods, ppo, ppo_info,
+    return _generic("Bidding", lambda: bidding.BiddingVectorEnv(num_envs=n), methods, ppos,
                     "expected clicks", lambda ret, fin: fin["expected_clicks"])
 
 
-def pathplanning_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def pathplanning_rows(n: int, ppos: dict) -> list[dict]:
     methods = {name: (lambda b: lambda env, o, i: pathplanning.baseline_actions(env, b))(name)
                for name in ("straight", "potential_field", "border")}
-    return _generic("PathPlanning", lambda: pathplanning.PathPlanningVectorEnv(num_envs=n), methods, ppo,
-                    ppo_info, "success rate", lambda ret, fin: ret)
+    return _generic("PathPlanning", lambda: pathplanning.PathPlanningVectorEnv(num_envs=n), methods, ppos,
+                    "success rate", lambda ret, fin: ret)
 
 
-def _generic(env_name, make, methods, ppo, ppo_info, metric, score, extra=None) -> list[dict]:
+def _generic(env_name, make, methods, ppos, metric, score, extra=None) -> list[dict]:
     rows = []
-    if ppo is not None:
-        methods = {**methods, "PPO": ppo}
+    methods = {**methods, **{label: act for label, (act, _) in ppos.items()}}
     for method, act in methods.items():
         ret, final = run_episodes(make(), act)
-        info = ppo_info if method == "PPO" else (extra or {}).get(method, {})
+        info = ppos[method][1] if method in ppos else (extra or {}).get(method, {})
         rows.append(row(env_name, method, metric, score(ret, final), **info))
     return rows
 
 
-def mapf_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
+def mapf_rows(n: int, ppos: dict) -> list[dict]:
     seeds = range(EVAL_SEED, EVAL_SEED + max(n // 32, 4))
     rng = np.random.default_rng(0)
     methods = {"random": lambda env: rng.integers(0, 5, env.n_agents),
                "shortest-path planner": lambda env: shortest_path_actions(env, rng, 0.2)}
-    if ppo is not None:
-        methods["PPO (shared)"] = lambda env: ppo(env, env.observation_array(), {})
+    for label, (act, _) in ppos.items():
+        methods[label] = (lambda f: lambda env: f(env, env.observation_array(), {}))(act)
     rows = []
     for method, act in methods.items():
         throughput = []
@@ -216,10 +214,13 @@ def mapf_rows(n: int, ppo: Act | None, ppo_info: dict) -> list[dict]:
                 env.step({f"agent_{i}": int(a[i]) for i in range(env.n_agents)})
             throughput.append(env.throughput)
         rows.append(row("MAPF 12x12, 8 agents", method, "throughput (goals/step)", throughput,
-                        **(ppo_info if method.startswith("PPO") else {})))
+                        **ppos.get(method, (None, {}))[1]))
     return rows
 
 
+# extra PPO configs per section: (config name, label in the table)
+EXTRA_PPO = {"PathPlanning": [("pathplanning_shaped", "PPO (trained with distance shaping)")],
+             "MAPF": []}
 SECTIONS = {"JobShop": ("jobshop", jobshop_rows), "LotSizing": ("lotsizing", lotsizing_rows),
             "Portfolio": ("portfolio", portfolio_rows), "RestlessBandits": ("restlessbandits", bandits_rows),
             "Bidding": ("bidding", bidding_rows), "PathPlanning": ("pathplanning", pathplanning_rows),
@@ -240,12 +241,13 @@ def main() -> None:
     for key, (config_name, section) in SECTIONS.items():
         if args.only and key not in args.only:
             continue
-        ppo, ppo_info = None, {}
+        ppos = {}
         if not args.skip_ppo:
-            run_dir, ppo_info = train_ppo(config_name, args.ppo_scale)
-            ppo = ppo_policy(run_dir)
+            for cfg_name, label in [(config_name, "PPO")] + EXTRA_PPO.get(key, []):
+                run_dir, info = train_ppo(cfg_name, args.ppo_scale)
+                ppos[label] = (ppo_policy(run_dir), info)
         n = 100 if key == "JobShop" else args.episodes
-        new = section(n, ppo, ppo_info)
+        new = section(n, ppos)
         rows += new
         for r in new:
             print(f"| {r['env']} | {r['method']} | {r['metric']} | {r['mean']:.4g} ± {r['sem']:.2g} |"

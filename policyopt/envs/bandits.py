@@ -8,7 +8,7 @@ activity allocation in a changing world", J. Appl. Prob. 1988).
   passive probability of being good next ``p_passive[s]`` (``s = 0: U(0.05, 0.45)``,
   ``s = 1: U(0.4, 0.8)``), an active lift per state ``U(0.05, 0.45)`` (``p_active = min(p_passive + lift, 0.99)``),
   a value ``U(0.5, 1.5)`` and a cost (``1`` or ``U(0.5, 1.5)`` with ``random_costs``).
-- **Action**: ``Box(0, 1, (n_arms,))`` priority scores. Arms with score ``>= 0.5`` are requested and
+- **Action**: ``Box(-10, 10, (n_arms,))`` priority scores. Arms with score ``>= 0`` are requested and
   activated in decreasing score order while the cumulative cost stays within ``budget`` (the first
   arm that does not fit and all after it stay passive): every action is feasible by construction,
   the documented handling of over-budget requests. ``info["active"]`` shows the chosen set.
@@ -51,7 +51,7 @@ class RestlessBanditVectorEnv(NativeVectorEnv):
         self.cost = np.ones((n, k))
         self.period = np.zeros(n, dtype=np.int64)
         self.active = np.zeros((n, k), dtype=bool)
-        self._set_spaces(spaces.Box(0.0, 2.0, (7 * k + 1,), np.float32), spaces.Box(0.0, 1.0, (k,), np.float32))
+        self._set_spaces(spaces.Box(0.0, 2.0, (7 * k + 1,), np.float32), spaces.Box(-10.0, 10.0, (k,), np.float32))
 
     def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None) -> None:
         k = self.n_arms
@@ -67,11 +67,11 @@ class RestlessBanditVectorEnv(NativeVectorEnv):
         self.active[rows] = False
 
     def chosen_arms(self, scores: np.ndarray, cost: np.ndarray) -> np.ndarray:
-        """``[n, n_arms]`` bool: requested arms (score >= 0.5) by decreasing score within the budget."""
+        """``[n, n_arms]`` bool: requested arms (score >= 0) by decreasing score within the budget."""
         order = np.argsort(-scores, axis=1, kind="stable")
         sorted_scores = np.take_along_axis(scores, order, axis=1)
         cum_cost = np.cumsum(np.take_along_axis(cost, order, axis=1), axis=1)
-        take_sorted = (sorted_scores >= 0.5) & (cum_cost <= self.budget + 1e-12)
+        take_sorted = (sorted_scores >= 0.0) & (cum_cost <= self.budget + 1e-12)
         active = np.zeros_like(take_sorted)
         np.put_along_axis(active, order, take_sorted, axis=1)
         return active

@@ -9,7 +9,9 @@ bonuses such as RND, Burda et al., ICLR 2019, matter here because the only rewar
 - **Action**: ``Box(-1, 1, (2,))`` velocity command; the vehicle moves ``max_step * a`` (the command is
   rescaled to norm 1 if longer). Out-of-bound values are clipped.
 - **Reward**: ``+1`` on reaching the goal (distance ``<= goal_radius``), ``collision_penalty`` (default
-  0: purely sparse) on hitting an obstacle or the border, ``0`` otherwise. Collisions are checked at the
+  0: purely sparse) on hitting an obstacle or the border, ``0`` otherwise; plus, only if
+  ``distance_shaping > 0``, ``distance_shaping * (d_before - d_after)`` with ``d`` the distance to the
+  goal (potential-based shaping, Ng, Harada & Russell, ICML 1999; off by default). Collisions are checked at the
   end point of each move; ``max_step < `` the smallest radius, so no obstacle can be jumped over.
 - **Observation** (float32, ``5 + 3 * n_obstacles``): position, goal minus position, ``t / horizon``,
   and per obstacle its centre minus position and its radius.
@@ -36,7 +38,7 @@ class PathPlanningVectorEnv(NativeVectorEnv):
     state_fields = ("position", "goal", "centres", "radii", "period", "success")
 
     def __init__(self, num_envs: int = 1, n_obstacles: int = 6, horizon: int = 200, max_step: float = 0.02,
-                 goal_radius: float = 0.05, collision_penalty: float = 0.0,
+                 goal_radius: float = 0.05, collision_penalty: float = 0.0, distance_shaping: float = 0.0,
                  autoreset_mode: str = "next_step") -> None:
         super().__init__(num_envs, autoreset_mode)
         self.n_obstacles = check_positive_int("n_obstacles", n_obstacles, 0)
@@ -44,6 +46,7 @@ class PathPlanningVectorEnv(NativeVectorEnv):
         self.max_step = check_range("max_step", max_step, 1e-6, 0.049)
         self.goal_radius = check_range("goal_radius", goal_radius, 1e-6, 0.5)
         self.collision_penalty = float(collision_penalty)
+        self.distance_shaping = check_range("distance_shaping", distance_shaping, 0.0, np.inf)
         n, k = self.num_envs, self.n_obstacles
         self.position = np.zeros((n, 2))
         self.goal = np.zeros((n, 2))
@@ -75,11 +78,16 @@ class PathPlanningVectorEnv(NativeVectorEnv):
         norm = np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1.0)
         new_pos = self.position[rows] + self.max_step * a / norm
         crashed = self.collides(new_pos, rows)
+        old_pos = self.position[rows]
         reached = ~crashed & (np.linalg.norm(new_pos - self.goal[rows], axis=1) <= self.goal_radius)
         self.position[rows] = np.where(crashed[:, None], self.position[rows], new_pos)
         self.period[rows] += 1
         self.success[rows] = reached
         reward = np.where(reached, 1.0, np.where(crashed, self.collision_penalty, 0.0))
+        if self.distance_shaping > 0.0:  # potential-based shaping with potential -distance (Ng et al. 1999)
+            before = np.linalg.norm(self.goal[rows] - old_pos, axis=1)
+            after = np.linalg.norm(self.goal[rows] - self.position[rows], axis=1)
+            reward = reward + self.distance_shaping * (before - after)
         return reward, reached | crashed, ~(reached | crashed) & (self.period[rows] >= self.horizon)
 
     def _observe(self) -> np.ndarray:

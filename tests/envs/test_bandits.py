@@ -12,13 +12,15 @@ def test_budget_is_respected_and_arms_are_taken_by_score():
     cost = np.array([[1.0, 0.5, 1.0, 0.8]])
     active = env.chosen_arms(np.array([[0.9, 0.2, 0.8, 0.7]]), cost)
     assert active.tolist() == [[True, False, True, False]]  # 0.9 (1.0) + 0.8 (1.0) = 2.0; 0.7 does not fit
-    active = env.chosen_arms(np.array([[0.9, 0.6, 0.4, 0.55]]), cost)
+    active = env.chosen_arms(np.array([[0.9, 0.6, -0.4, 0.55]]), cost)
     assert active.tolist() == [[True, True, False, False]]  # 1.0 + 0.5, then 0.8 would exceed 2.0
+    active = env.chosen_arms(np.array([[0.9, -0.6, -0.4, -0.55]]), cost)
+    assert active.tolist() == [[True, False, False, False]]  # negative scores are not requested
     env = RestlessBanditVectorEnv(num_envs=64, n_arms=10, budget=3.0)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        env.step(rng.random((64, 10)).astype(np.float32))
+        env.step(rng.normal(size=(64, 10)).astype(np.float32))
         assert ((env.active * env.cost).sum(axis=1) <= 3.0 + 1e-9).all()
 
 

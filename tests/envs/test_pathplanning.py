@@ -52,3 +52,14 @@ def test_reaching_goal_pays_one():
     env.position[0] = env.goal[0] - [0.0, 0.06]
     _, r, term, _, info = env.step(np.array([[0.0, 1.0]], dtype=np.float32))
     assert r[0] == 1.0 and term[0] and info["success"][0] == 1
+
+
+def test_distance_shaping_rewards_progress_and_telescopes():
+    env = PathPlanningVectorEnv(num_envs=1, distance_shaping=2.0)
+    env.reset(seed=0)
+    d0 = np.linalg.norm(env.goal[0] - env.position[0])
+    total = 0.0
+    for _ in range(3):
+        _, r, _, _, _ = env.step(np.array([[1.0, 0.0]], dtype=np.float32))
+        total += r[0]
+    assert np.isclose(total, 2.0 * (d0 - np.linalg.norm(env.goal[0] - env.position[0])))
