@@ -178,3 +178,27 @@ def test_generated_coding_tasks_score_their_reference_and_reject_wrong_code(box)
     assert scores[:3] == [1.0, 1.0, 1.0] and scores[3] < 1.0
     with pytest.raises(ValueError):
         coding_tasks(1, "test")
+
+
+def test_completions_sampled_from_the_built_in_model_are_scored_end_to_end(box):
+    """prompts -> built-in LM samples (untrained weights: garbage code) -> sandbox -> guarded rewards."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from policyopt.lm.builtin import build_untrained
+    from policyopt.lm.sampling import SamplingConfig, sample
+
+    torch.set_num_threads(1)
+    model, tokenizer = build_untrained(seed=0)
+    tasks = coding_tasks(2, "train", seed=0)
+    prompts = [tokenizer(t.prompt)["input_ids"] for t in tasks]
+    samples = sample(model, prompts, SamplingConfig(max_new_tokens=24, samples_per_prompt=4),
+                     generator=torch.Generator().manual_seed(0), pad_token_id=tokenizer.pad_token_id,
+                     eos_token_ids=[tokenizer.eos_token_id])
+    texts = tokenizer.batch_decode(samples.completion_lists(), skip_special_tokens=True)
+    meta = [tasks[int(i)].metadata for i in samples.prompt_index]
+    with SandboxPool(workers=2) as pool:
+        reward = UnitTestReward(box, pool)
+        result = RewardGuard(reward)([tasks[int(i)].prompt for i in samples.prompt_index], texts, meta)
+    assert len(texts) == 8 and result.scorable.all()  # every completion was judged, none was lost
+    assert result.values.tolist() == [0.0] * 8  # random weights do not write f(x)
+    assert reward.last_metrics["verdict/pass"] == 0.0 and reward.last_metrics["verdict/sandbox_error"] == 0.0
