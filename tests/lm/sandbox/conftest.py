@@ -8,6 +8,7 @@ in the host's writable places.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -21,8 +22,12 @@ import pytest
 from policyopt.lm.sandbox import Limits, Sandbox, SandboxConfig
 from policyopt.lm.sandbox.process import pids_of_uid
 
-FAST = Limits(wall_timeout_s=1.5, cpu_time_s=1.0, memory_mb=256, max_processes=16, max_file_mb=4,
+SAFE = Limits(wall_timeout_s=8.0, cpu_time_s=4.0, memory_mb=256, max_processes=16, max_file_mb=4,
               scratch_mb=16, output_bytes=1 << 16)
+"""Default of the test sandbox: generous time, so that a loaded CI machine never turns a fast verdict
+(MEMORY, OUTPUT_LIMIT, FAIL...) into TIMEOUT."""
+FAST = dataclasses.replace(SAFE, wall_timeout_s=1.5, cpu_time_s=1.0)
+"""For the cases that are meant to hang: they end in TIMEOUT after 1-1.5 s."""
 UID_BASE, UID_SLOTS = 61000, 64
 
 
@@ -99,7 +104,7 @@ class Host:
 def box() -> Sandbox:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (make test installs it with apt-get)")
-    return Sandbox(SandboxConfig(limits=FAST, uid_base=UID_BASE, uid_slots=UID_SLOTS))
+    return Sandbox(SandboxConfig(limits=SAFE, uid_base=UID_BASE, uid_slots=UID_SLOTS))
 
 
 @pytest.fixture

@@ -9,9 +9,11 @@ import time
 
 from policyopt.lm.sandbox import Verdict
 
+from .conftest import FAST
+
 
 def test_infinite_loop_times_out(box, host):
-    result, raw = box.run("while True:\n    pass\n")
+    result, raw = box.run("while True:\n    pass\n", limits=FAST)
     assert result.verdict is Verdict.TIMEOUT
     assert raw.killed in ("wall", "cpu") and raw.wall_s < 4.0
 
@@ -22,13 +24,13 @@ def test_cpu_spin_ignoring_sigterm_and_sigalrm_times_out(box, host):
               "    signal.signal(s, signal.SIG_IGN)\n"
               "signal.alarm(1)\n"
               "while True:\n    pass\n")
-    result, raw = box.run(source)
+    result, raw = box.run(source, limits=FAST)
     assert result.verdict is Verdict.TIMEOUT
     assert raw.wall_s < 4.0
 
 
 def test_sleep_forever_times_out_on_wall_clock(box, host):
-    result, raw = box.run("import time\ntime.sleep(10**6)\n")
+    result, raw = box.run("import time\ntime.sleep(10**6)\n", limits=FAST)
     assert result.verdict is Verdict.TIMEOUT
     assert raw.killed == "wall" and raw.cpu_s < 0.5
 
@@ -44,7 +46,8 @@ def test_fork_bomb_is_capped_and_fully_killed(box, host):
     result, raw = box.run("import os\nwhile True:\n    os.fork()\n")
     assert result.verdict is Verdict.RUNTIME_ERROR  # fork() fails with EAGAIN at RLIMIT_NPROC
     assert raw.leftover == 0
-    result, raw = box.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n")
+    result, raw = box.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+                          limits=FAST)
     assert result.verdict is Verdict.TIMEOUT
     assert raw.leftover == 0
 
@@ -149,7 +152,7 @@ def test_bound_port_is_not_reachable_from_the_host(box, host):
 
     knocker = threading.Thread(target=knock)
     knocker.start()
-    result, raw = box.run(source)
+    result, raw = box.run(source, limits=FAST)
     knocker.join()
     assert result.verdict is Verdict.TIMEOUT and raw.stdout == b"listening\n"
     assert reached == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -10,7 +11,6 @@ import pytest
 from policyopt.lm import code_rewards
 from policyopt.lm.sandbox import (
     CallTest,
-    Limits,
     Sandbox,
     SandboxConfig,
     SandboxPool,
@@ -20,7 +20,7 @@ from policyopt.lm.sandbox import (
 from policyopt.lm.sandbox import backends as backends_module
 from policyopt.runtime.config import ConfigError
 
-from .conftest import FAST, UID_BASE, UID_SLOTS
+from .conftest import FAST, SAFE, UID_BASE, UID_SLOTS
 
 
 def test_missing_bwrap_refuses_to_run(monkeypatch):
@@ -70,12 +70,12 @@ def test_spawn_failure_is_unscorable(box, monkeypatch):
 
 
 def test_weak_backend_enforces_limits_but_not_isolation(host):
-    weak = Sandbox(SandboxConfig(backend="subprocess", trust="trusted", limits=FAST, uid_base=UID_BASE,
+    weak = Sandbox(SandboxConfig(backend="subprocess", trust="trusted", limits=SAFE, uid_base=UID_BASE,
                                  uid_slots=UID_SLOTS))
     result, raw = weak.run("import os\nprint(os.environ.get('POLICYOPT_TEST_SECRET'), os.path.exists('/usr/bin'))\n")
     assert result.verdict is Verdict.PASS and raw.stdout == b"None True\n"  # env scrubbed, filesystem visible
     result, raw = weak.run("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\n"
-                           "while True:\n    pass\n")
+                           "while True:\n    pass\n", limits=FAST)
     assert result.verdict is Verdict.TIMEOUT and raw.leftover == 0
     assert weak.run("x = bytearray(10**10)\n")[0].verdict is Verdict.MEMORY
 
@@ -104,7 +104,7 @@ def test_concurrent_runs_use_distinct_uids(box):
 def test_timeout_inside_call_tests_marks_the_rest(box):
     source = "def f(x):\n    while x == 1:\n        pass\n    return x\n"
     tests = [CallTest("f(0)", 0), CallTest("f(1)", 1), CallTest("f(2)", 2)]
-    report = box.run_call_tests(source, tests)
+    report = box.run_call_tests(source, tests, limits=FAST)
     assert report.verdicts == [Verdict.PASS, Verdict.TIMEOUT, Verdict.TIMEOUT]
     exact = Sandbox(SandboxConfig(limits=FAST, rerun_after_timeout=True, uid_base=UID_BASE, uid_slots=UID_SLOTS))
     report = exact.run_call_tests(source, tests)
@@ -114,6 +114,6 @@ def test_timeout_inside_call_tests_marks_the_rest(box):
 def test_crash_inside_a_test_reruns_the_rest(box):
     source = "import os\ndef f(x):\n    if x == 1:\n        os._exit(3)\n    return [0] * (10**9) if x == 2 else x\n"
     tests = [CallTest("f(0)", 0), CallTest("f(1)", 1), CallTest("f(2)", 2), CallTest("f(3)", 3)]
-    report = box.run_call_tests(source, tests, limits=Limits(memory_mb=256))
+    report = box.run_call_tests(source, tests, limits=dataclasses.replace(SAFE, memory_mb=256))
     assert report.verdicts == [Verdict.PASS, Verdict.RUNTIME_ERROR, Verdict.MEMORY, Verdict.PASS]
     assert report.runs == 2

@@ -23,6 +23,8 @@ from policyopt.lm.reward import RewardFn, RewardGuard
 from policyopt.lm.sandbox import CallTest, IOTest, Limits, SandboxPool
 from policyopt.runtime.config import ConfigError
 
+from .conftest import FAST
+
 ASSERTS = ("def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(3) == 9\n"
            "    assert candidate(-1) == 1\n    assert candidate(0) == 0\n")
 COMPLETIONS = [
@@ -42,7 +44,7 @@ def pool():
 
 
 def test_unit_test_reward_partial_credit_and_verdicts(box, pool):
-    reward = UnitTestReward(box, pool)
+    reward = UnitTestReward(box, pool, limits=FAST)
     assert isinstance(reward, RewardFn)
     meta = [{"asserts": ASSERTS, "entry_point": "square"}] * len(COMPLETIONS)
     scores = reward(["prompt"] * len(COMPLETIONS), COMPLETIONS, meta)
@@ -102,7 +104,7 @@ def test_sql_reward_execution_match_and_partial_rewards(box, pool):
              "SELECT name FROM employees",  # no such table
              "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"]  # hangs
     reward = SQLReward(box, pool, weights={"execution": 3.0, "syntax": 1.0, "schema": 1.0, "ngram": 1.0},
-                       limits=Limits(wall_timeout_s=1.0))
+                       limits=Limits(wall_timeout_s=2.0))
     scores = reward(["q"] * len(preds), preds, [{"db": DB, "gold_sql": GOLD}] * len(preds))
     comps = reward.last_components
     assert comps[0]["execution"] == 1.0 and comps[0]["syntax"] == 1.0 and comps[0]["schema"] == 1.0
