@@ -221,6 +221,8 @@ def _choose(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generato
         noise = torch.empty_like(logp).exponential_(generator=generator).log_()
         tokens = (logp - noise).argmax(-1)  # Gumbel-max: argmax(log p - log E), E ~ Exp(1)
         chosen_lp = logp.gather(-1, tokens[:, None]).squeeze(-1)
+        if plain:
+            return tokens, chosen_lp, chosen_lp
     return tokens, chosen_lp, raw.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -313,7 +315,8 @@ class _FusedDecoder:
 
     Weights are re-laid out once per call: Q/K/V and gate/up fused, stored ``[in, out]`` (a plain
     ``x @ W`` GEMM is faster than ``x @ W.T`` for few rows), RMSNorm gains folded into the next
-    projection. Keys are cached transposed (``[rows, kv_heads, head_dim, capacity]``).
+    projection, the attention scale folded into the query weights (RoPE is linear, so it commutes).
+    Keys and values are cached as ``[rows, kv_heads, capacity, head_dim]``.
     """
 
     def __init__(self, model, keys, values, prompt_mask: torch.Tensor, capacity: int, max_position: int):
@@ -322,55 +325,73 @@ class _FusedDecoder:
         attn0 = base.layers[0].self_attn
         self.head_dim = attn0.head_dim
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.scaling = attn0.scaling
-        self.embed = base.embed_tokens.weight
         self.eps = base.norm.variance_epsilon
-        self.head = (hf.lm_head.weight * base.norm.weight).T.contiguous(), hf.lm_head.bias
-        self.layers = [self._layer_weights(layer) for layer in base.layers]
+        # the re-laid-out weights are cached on the model until any parameter changes in place
+        version = tuple((id(p), p._version) for p in hf.parameters())
+        cached = hf.__dict__.get("_policyopt_fused_weights")
+        if cached is None or cached[0] != version:
+            head = (hf.lm_head.weight * base.norm.weight).T.contiguous(), hf.lm_head.bias
+            q_rows = self.n_heads * self.head_dim
+            layers = [self._layer_weights(layer, q_rows, attn0.scaling) for layer in base.layers]
+            cached = (version, head, layers)
+            hf.__dict__["_policyopt_fused_weights"] = cached
+        self.head, self.layers = cached[1], cached[2]
+        self.embed = base.embed_tokens.weight
         self.keys, self.values = keys, values
         self.bias = torch.zeros((prompt_mask.shape[0], capacity), dtype=keys[0].dtype)
         self.bias[:, : prompt_mask.shape[1]].masked_fill_(~prompt_mask, float("-inf"))
         cos, sin = base.rotary_emb(self.embed[:1], torch.arange(max_position)[None])
-        self.cos, self.sin = cos[0], sin[0]  # [max_position, head_dim]
+        half = self.head_dim // 2
+        # rotate_half(x) * sin == flip_halves(x) * [-sin_1, sin_2]: one flip and one addcmul per layer
+        self.cos, self.sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], -1)  # [max_pos, d]
+        self.eps = torch.tensor(self.eps, dtype=keys[0].dtype)
 
     @staticmethod
-    def _layer_weights(layer) -> tuple:
+    def _layer_weights(layer, q_rows: int, scaling: float) -> tuple:
         a, m = layer.self_attn, layer.mlp
 
-        def fused(gain, *linears):  # [in, out] weight with the RMSNorm gain folded in, and the bias
+        def fused(gain, *linears, scale_rows: int = 0):  # [in, out] weight (norm gain folded in), bias
             weight = torch.cat([x.weight for x in linears])
-            weight = weight * gain if gain is not None else weight
             bias = torch.cat([x.bias for x in linears]) if linears[0].bias is not None else None
+            if scale_rows:
+                weight, bias = weight.clone(), bias.clone() if bias is not None else None
+                weight[:scale_rows] *= scaling
+                if bias is not None:
+                    bias[:scale_rows] *= scaling
+            weight = weight * gain if gain is not None else weight
             return weight.T.contiguous(), bias
 
-        return (*fused(layer.input_layernorm.weight, a.q_proj, a.k_proj, a.v_proj), *fused(None, a.o_proj),
-                *fused(layer.post_attention_layernorm.weight, m.gate_proj, m.up_proj), *fused(None, m.down_proj))
+        return (*fused(layer.input_layernorm.weight, a.q_proj, a.k_proj, a.v_proj, scale_rows=q_rows),
+                *fused(None, a.o_proj), *fused(layer.post_attention_layernorm.weight, m.gate_proj, m.up_proj),
+                *fused(None, m.down_proj))
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        """RMSNorm without its gain (folded into the next weight)."""
-        return x * x.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        """RMSNorm without its gain (folded into the next weight): ``x / sqrt(mean(x^2) + eps)``."""
+        mean_sq = torch.add(self.eps, torch.linalg.vecdot(x, x), alpha=1.0 / x.shape[-1])
+        return x * mean_sq.unsqueeze_(-1).rsqrt_()
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, column: int) -> torch.Tensor:
         """``tokens [b]`` at ``positions [b]``, written to cache column ``column`` -> logits ``[b, V]``."""
         b, d, h, n_kv = tokens.shape[0], self.head_dim, self.n_heads, self.n_kv
-        g, half, t = h // n_kv, self.head_dim // 2, column + 1
+        g, half, t, heads = h // n_kv, self.head_dim // 2, column + 1, h + n_kv
         x = F.embedding(tokens, self.embed)
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [b, 1, d]
-        bias = self.bias[:, None, :t]  # [b, 1, t]: -inf at left padding
+        # -inf at left padding, shaped like the scores [b * kv_heads, group, t]; built once per step
+        bias = self.bias[:, None, None, :t].expand(b, n_kv, g, t).reshape(b * n_kv, g, t)
         for i, (wqkv, bqkv, wo, bo, wgu, bgu, wd, bd) in enumerate(self.layers):
             qkv = _linear(self._norm(x), wqkv, bqkv)
-            qk = qkv[:, : (h + n_kv) * d].view(b, h + n_kv, d)
-            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], -1) * sin  # rotary embedding
+            qk = qkv[:, : heads * d].view(b, heads, d)
+            qk = torch.addcmul(qk * cos, qk.view(b, heads, 2, half).flip(2).view(b, heads, d), sin)  # RoPE
             kc, vc = self.keys[i], self.values[i]
-            kc[..., column] = qk[:, h:]
-            vc[:, :, column] = qkv[:, (h + n_kv) * d:].view(b, n_kv, d)
+            kc[:, :, column] = qk[:, h:]
+            vc[:, :, column] = qkv[:, heads * d:].view(b, n_kv, d)
             # grouped-query attention for one query: [b*kv, g, d] x [b*kv, d, t], keys never repeated
-            scores = torch.bmm(qk[:, :h].reshape(b * n_kv, g, d), kc[..., :t].reshape(b * n_kv, d, t))
-            probs = torch.softmax(scores.view(b, h, t).mul_(self.scaling).add_(bias), -1)
-            attn = torch.bmm(probs.view(b * n_kv, g, t), vc[:, :, :t].reshape(b * n_kv, t, d))
-            x = x + _linear(attn.view(b, h * d), wo, bo)
+            keys = kc[:, :, :t].reshape(b * n_kv, t, d).transpose(1, 2)
+            probs = torch.baddbmm(bias, qk[:, :h].reshape(b * n_kv, g, d), keys).softmax(-1)
+            attn = torch.bmm(probs, vc[:, :, :t].reshape(b * n_kv, t, d))
+            x = _linear(attn.view(b, h * d), wo, bo, residual=x)
             gate, up = _linear(self._norm(x), wgu, bgu).chunk(2, -1)
-            x = x + _linear(F.silu(gate).mul_(up), wd, bd)
+            x = _linear(F.silu(gate).mul_(up), wd, bd, residual=x)
         return _linear(self._norm(x), *self.head)
 
     def select(self, rows: torch.Tensor) -> None:
@@ -379,8 +400,13 @@ class _FusedDecoder:
         self.bias = self.bias.index_select(0, rows)
 
 
-def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None,
+            residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + x @ weight_t + bias`` with as few kernel calls as possible."""
+    if residual is None:
+        return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+    out = torch.addmm(residual, x, weight_t)
+    return out if bias is None else out.add_(bias)
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -403,17 +429,11 @@ def _prefill(model, ids: torch.Tensor, mask: torch.Tensor):
     return out.logits[:, -1], [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _buffer(prefix: torch.Tensor, repeats: int, capacity: int, transposed: bool = False) -> torch.Tensor:
-    """Preallocate ``[rows * repeats, heads, capacity, dim]`` (or ``[.., dim, capacity]``), prefix filled."""
+def _buffer(prefix: torch.Tensor, repeats: int, capacity: int) -> torch.Tensor:
+    """Preallocate ``[rows * repeats, heads, capacity, dim]`` with the prompt's keys (or values) in front."""
     rows, heads, length, dim = prefix.shape
-    if repeats > 1:
-        prefix = prefix.repeat_interleave(repeats, 0)
-    if transposed:
-        buf = prefix.new_empty((rows * repeats, heads, dim, capacity))
-        buf[..., :length] = prefix.transpose(-1, -2)
-    else:
-        buf = prefix.new_empty((rows * repeats, heads, capacity, dim))
-        buf[:, :, :length] = prefix
+    buf = prefix.new_empty((rows * repeats, heads, capacity, dim))
+    buf[:, :, :length] = prefix.repeat_interleave(repeats, 0) if repeats > 1 else prefix
     return buf
 
 
@@ -456,16 +476,13 @@ def sample(
 
 
 def _make_decoder(model, backend: str, prefix_kv, repeats: int, row_mask, capacity: int, max_position: int):
-    if backend != "hf":
-        reason = fused_supported(model)
-        if reason is None:
-            keys = [_buffer(k, repeats, capacity, transposed=True) for k, _ in prefix_kv]
-            values = [_buffer(v, repeats, capacity) for _, v in prefix_kv]
-            return _FusedDecoder(model, keys, values, row_mask, capacity, max_position)
-        if backend == "fused":
-            raise ValueError(f"backend='fused' does not support this model: {reason}")
+    fused = backend != "hf" and fused_supported(model) is None
+    if backend == "fused" and not fused:
+        raise ValueError(f"backend='fused' does not support this model: {fused_supported(model)}")
     keys = [_buffer(k, repeats, capacity) for k, _ in prefix_kv]
     values = [_buffer(v, repeats, capacity) for _, v in prefix_kv]
+    if fused:
+        return _FusedDecoder(model, keys, values, row_mask, capacity, max_position)
     return _HFDecoder(model, keys, values, row_mask, capacity)
 
 
@@ -484,23 +501,30 @@ def _decode(decoder, logits, next_pos, cfg: SamplingConfig, generator, eos, stop
     if stop is not None and stop.vocab_size < logits.shape[-1]:
         raise ValueError(f"StopStrings covers {stop.vocab_size} token ids but the model has {logits.shape[-1]}; "
                          "build it with vocab_size=model output size")
+    all_alive, identity = True, True  # fast path while no row has ended / been dropped
     for step in range(n_new):
         tok, lp, raw = _choose(logits, cfg, generator)
-        tok = tok.masked_fill_(~alive, pad_id)
-        out_tok[step].index_copy_(0, rows, tok)
-        out_lp[step].index_copy_(0, rows, lp.masked_fill_(~alive, 0.0))
-        out_raw[step].index_copy_(0, rows, raw.masked_fill_(~alive, 0.0))
-        out_mask[step].index_copy_(0, rows, alive)
-        ended = torch.isin(tok, eos) & alive if eos.numel() else torch.zeros_like(alive)
-        reason = ended.long() * FINISH_EOS
+        if not all_alive:
+            dead = ~alive
+            tok.masked_fill_(dead, pad_id)
+            lp.masked_fill_(dead, 0.0)
+            raw.masked_fill_(dead, 0.0)
+        if identity:
+            out_tok[step], out_lp[step], out_raw[step], out_mask[step] = tok, lp, raw, alive
+        else:
+            for buf, value in ((out_tok, tok), (out_lp, lp), (out_raw, raw), (out_mask, alive)):
+                buf[step].index_copy_(0, rows, value)
+        ended = torch.isin(tok, eos) & alive if eos.numel() else None
         if stop is not None:
             stop_state, hit = stop.advance(stop_state, tok)
-            hit = hit & alive & ~ended
-            reason = reason + hit.long() * FINISH_STOP
-            ended = ended | hit
-        if bool(ended.any()):
+            hit = hit & alive if ended is None else hit & alive & ~ended
+            reason = hit.long() * FINISH_STOP + (0 if ended is None else ended.long() * FINISH_EOS)
+            ended = hit if ended is None else ended | hit
+        elif ended is not None:
+            reason = ended.long() * FINISH_EOS
+        if ended is not None and bool(ended.any()):
             finish.index_copy_(0, rows, torch.where(ended, reason, finish.index_select(0, rows)))
-            alive = alive & ~ended
+            alive, all_alive = alive & ~ended, False
             n_alive = int(alive.sum())
             if n_alive == 0:
                 break
@@ -508,6 +532,7 @@ def _decode(decoder, logits, next_pos, cfg: SamplingConfig, generator, eos, stop
                 keep = alive.nonzero().squeeze(1)
                 decoder.select(keep)
                 rows, alive, tok, pos, stop_state = rows[keep], alive[keep], tok[keep], pos[keep], stop_state[keep]
+                identity = False
         if step == n_new - 1:
             break
         logits = decoder.step(tok, pos, prompt_len + step)

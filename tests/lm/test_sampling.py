@@ -216,3 +216,18 @@ def test_model_left_in_training_mode_is_restored():
     sample(model, PROMPTS, SamplingConfig(max_new_tokens=2), generator=torch.Generator().manual_seed(0),
            pad_token_id=PAD)
     assert model.training
+
+
+def test_fused_weight_cache_follows_in_place_updates():
+    model = tiny_model("llama", seed=5)
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0.0, backend="fused")
+    before = sample(model, PROMPTS, cfg, generator=None, pad_token_id=PAD)
+    with torch.no_grad():  # an optimizer step modifies parameters in place
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    after = sample(model, PROMPTS, cfg, generator=None, pad_token_id=PAD)
+    hf = sample(model, PROMPTS, SamplingConfig(max_new_tokens=6, temperature=0.0, backend="hf"),
+                generator=None, pad_token_id=PAD)
+    assert torch.equal(after.completion_ids, hf.completion_ids)
+    torch.testing.assert_close(after.raw_logprobs, hf.raw_logprobs, atol=1e-5, rtol=0)
+    assert not torch.allclose(before.raw_logprobs, after.raw_logprobs)
