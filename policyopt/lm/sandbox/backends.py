@@ -237,7 +237,36 @@ class SubprocessBackend:
                 os.close(stdin_fd)
             shutil.rmtree(harness_dir, ignore_errors=True)
             shutil.rmtree(scratch, ignore_errors=True)
+            if uid is not None:
+                remove_files_of(uid, WORLD_WRITABLE)
         return Prepared(launch, cleanup)
+
+
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
+"""Host directories the weak backend's dedicated uid can write to; swept after each of its runs."""
+
+
+def remove_files_of(uid: int, roots: tuple[str, ...]) -> int:
+    """Delete what ``uid`` created directly under ``roots`` (trees included); returns how many entries.
+
+    Only for a dedicated sandbox uid, after its processes are gone: nothing else owns those files.
+    """
+    removed = 0
+    for root in roots:
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def _read_inside() -> bytes:

@@ -78,6 +78,11 @@ def test_weak_backend_enforces_limits_but_not_isolation(host):
                            "while True:\n    pass\n", limits=FAST)
     assert result.verdict is Verdict.TIMEOUT and raw.leftover == 0
     assert weak.run("x = bytearray(10**10)\n")[0].verdict is Verdict.MEMORY
+    if os.geteuid() == 0:  # the weak backend CAN write /tmp (no isolation) but sweeps its uid's files after
+        result, raw = weak.run("import os\nos.makedirs('/tmp/policyopt-weak-trace/sub')\n"
+                               "open('/tmp/policyopt-weak-trace.txt', 'w').write('x')\nprint('written')\n")
+        assert result.verdict is Verdict.PASS and raw.stdout == b"written\n"
+        assert not os.path.exists("/tmp/policyopt-weak-trace") and not os.path.exists("/tmp/policyopt-weak-trace.txt")
 
 
 def test_pool_runs_in_parallel_and_keeps_order(box):
