@@ -13,6 +13,8 @@ from typing import Any
 from policyopt.algos import dqn
 from policyopt.algos.a2c import A2C, A2CConfig
 from policyopt.algos.dqn import DQN, DQNConfig
+from policyopt.algos import grpo
+from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
 from policyopt.algos.ppo import PPO, PPOConfig
 from policyopt.algos.reinforce import Reinforce, ReinforceConfig
 
@@ -42,6 +44,11 @@ REGISTRY: dict[str, AlgoSpec] = {
                           "REINFORCE with a learned baseline (Williams, 1992)"),
     "dqn": AlgoSpec("dqn", DQNConfig, DQN, "replay",
                     "DQN (+ double, dueling, n-step, prioritized replay, masks) (Mnih et al., 2015)", dqn.build),
+    # --- language-model RL (issue 4) ---
+    "grpo": AlgoSpec("grpo", GRPOConfig, LMPolicyGradient, "text",
+                     "GRPO family: GRPO, Dr.GRPO, DAPO, GSPO, GRPO-D, reward shaping (Shao et al., 2024)",
+                     grpo.build),
+    # --- end language-model RL ---
 }
 
 __all__ = ["A2C", "A2CConfig", "DQN", "DQNConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig", "AlgoSpec"]
