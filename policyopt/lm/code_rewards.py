@@ -19,6 +19,8 @@ reference could not be run — never 0 — and keeps per-verdict fractions of it
 
 from __future__ import annotations
 
+import functools
+import os
 import random
 import re
 import statistics
@@ -282,6 +284,17 @@ def rows_match(predicted: list, gold: list, ordered: bool) -> bool:
     return p == g if ordered else Counter(p) == Counter(g)
 
 
+@functools.lru_cache(maxsize=32)
+def _database_bytes(path: str, mtime_ns: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_database(path: str) -> bytes:
+    """The bytes of an SQLite file (cached per path and modification time)."""
+    return _database_bytes(path, os.stat(path).st_mtime_ns)
+
+
 def extract_sql(completion: str) -> str:
     """The last fenced ``sql`` block, else the last fenced block, else the text (a trailing ';' dropped)."""
     return extract_code(completion, "sql").strip().rstrip(";").strip()
@@ -291,7 +304,8 @@ def extract_sql(completion: str) -> str:
 class SQLReward:
     """Text-to-SQL reward ``sum_k weights[k] * r_k`` over components ``execution`` (result match),
     ``syntax`` (the query ran without error), ``schema`` (schema-linking Jaccard) and ``ngram``
-    (bigram Jaccard). Metadata: ``db`` (SQL script that builds the database) and ``gold_sql``.
+    (bigram Jaccard). Metadata: ``gold_sql`` and either ``db`` (SQL script that builds the database)
+    or ``db_path`` (an SQLite file, e.g. from Spider/BIRD, opened read-only inside the sandbox).
 
     Both queries run inside the sandbox, each on a fresh in-memory copy of the database. Unscorable
     (None) if the sandbox failed or the gold query itself does not run. Default weights: execution
@@ -324,10 +338,12 @@ class SQLReward:
 
     def _one(self, job: tuple[str, Mapping[str, Any]]) -> tuple[dict[str, float] | None, Verdict]:
         predicted, meta = job
-        if "db" not in meta or "gold_sql" not in meta:
-            raise ValueError("SQLReward needs metadata['db'] (setup SQL script) and metadata['gold_sql']")
+        if ("db" not in meta and "db_path" not in meta) or "gold_sql" not in meta:
+            raise ValueError("SQLReward needs metadata['gold_sql'] and metadata['db'] (setup SQL script) "
+                             "or metadata['db_path'] (SQLite file)")
         gold = str(meta["gold_sql"])
-        results, values, schema = self.sandbox.run_sql(meta["db"], [gold, predicted], limits=self.limits)
+        database = meta["db"] if "db" in meta else _read_database(str(meta["db_path"]))
+        results, values, schema = self.sandbox.run_sql(database, [gold, predicted], limits=self.limits)
         gold_result, pred_result = results
         if gold_result.verdict is not Verdict.PASS or pred_result.verdict is Verdict.SANDBOX_ERROR:
             return None, Verdict.SANDBOX_ERROR

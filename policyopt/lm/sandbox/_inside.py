@@ -173,8 +173,12 @@ def run_sql(fd, job):
     import sqlite3
 
     for index, query in job["queries"]:
-        connection = sqlite3.connect(":memory:")
-        connection.executescript(job["setup"])
+        if job.get("db_file"):  # a read-only database file handed in by the parent
+            path = os.path.join(os.path.dirname(sys.argv[2]), job["db_file"])
+            connection = sqlite3.connect("file:" + path + "?mode=ro&immutable=1", uri=True)
+        else:
+            connection = sqlite3.connect(":memory:")
+            connection.executescript(job["setup"])
         if index == 0:
             tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             schema = {t: [c[1] for c in connection.execute("PRAGMA table_info(" + _quote(t) + ")")] for t in tables}

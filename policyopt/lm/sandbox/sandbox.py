@@ -159,14 +159,20 @@ class Sandbox:
         job = {"mode": "calls", "source": "candidate.py"}
         return self._graded_runs(job, files, [t.expression for t in tests], expected, limits, float_tol, "calls")
 
-    def run_sql(self, setup: str, queries: Sequence[str], limits: Limits | None = None,
+    def run_sql(self, database: str | bytes, queries: Sequence[str], limits: Limits | None = None,
                 row_limit: int = 10_000) -> tuple[list[TestResult], list[Any], dict[str, list[str]] | None]:
-        """Execute each query on a fresh in-memory SQLite database built from ``setup``, inside the
-        sandbox. Returns (per-query results: PASS = ran, value or None per query, schema)."""
+        """Execute each query inside the sandbox, on a fresh in-memory SQLite database built from the
+        SQL script ``database`` (str), or read-only on the SQLite database file whose bytes are
+        ``database`` (bytes). Returns (per-query results: PASS = ran; value or None per query; schema)."""
         limits = limits or self.config.limits
-        job = {"mode": "sql", "setup": setup, "row_limit": row_limit}
+        job: dict[str, Any] = {"mode": "sql", "row_limit": row_limit}
+        files: dict[str, bytes] = {}
+        if isinstance(database, bytes):
+            job["db_file"], files["db.sqlite"] = "db.sqlite", database
+        else:
+            job["setup"] = database
         values: dict[int, Any] = {}
-        report = self._graded_runs(job, {}, list(queries), [RAN] * len(queries), limits, 0.0, "queries",
+        report = self._graded_runs(job, files, list(queries), [RAN] * len(queries), limits, 0.0, "queries",
                                    capture=values)
         return list(report.results), [values.get(i) for i in range(len(queries))], values.get("schema")
 

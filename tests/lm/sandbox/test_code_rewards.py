@@ -120,6 +120,20 @@ def test_sql_reward_execution_match_and_partial_rewards(box, pool):
         SQLReward(box, weights={"exec": 1.0})
 
 
+def test_sql_reward_on_a_database_file(box, tmp_path):
+    import sqlite3
+
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(DB)
+    reward = SQLReward(box, weights={"execution": 1.0, "syntax": 0.5})
+    preds = ["SELECT name FROM emp WHERE dept = 'x' ORDER BY id", "DROP TABLE emp", "SELECT name FROM emp"]
+    scores = reward(["q"] * 3, preds, [{"db_path": str(path), "gold_sql": GOLD}] * 3)
+    assert scores == [1.5, 0.0, 0.5]  # the file is read-only inside: DROP fails; the host file is intact
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM emp").fetchone() == (3,)
+
+
 def test_sql_helpers():
     assert sql_tokens('SELECT "Name" FROM t WHERE x = \'It\'\'s\';') == [
         "select", "name", "from", "t", "where", "x", "=", "'It''s'"]
