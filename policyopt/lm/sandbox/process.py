@@ -319,15 +319,17 @@ def execute(launch: Launch, channel_fd: int, limits: Limits, total_timeout_s: fl
         for fd in launch.close_after_spawn:
             os.close(fd)
     pidfd = _open_child_pidfd(launch.info_fd, proc.pid)
-    watch = _Watch(proc, channel_fd, limits)
+    watch: _Watch | None = None
     try:
+        watch = _Watch(proc, channel_fd, limits)
         killed = _watch_loop(proc, watch, launch.uid, limits, t0 + total_timeout_s)
+    finally:  # whatever happened above, the tree is killed and reaped before we return or raise
         _kill_tree(proc, pidfd, launch.uid)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        _drain(watch)
-    finally:
-        watch.close()
+        if watch is not None:
+            _drain(watch)
+            watch.close()
         proc.stdout.close()
         proc.stderr.close()
         if pidfd is not None:
