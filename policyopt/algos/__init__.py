@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from policyopt.algos import dqn
+from policyopt.algos import dqn, grpo, lm_ppo, lm_reinforce, loop, remax, rloo, sac
 from policyopt.algos.a2c import A2C, A2CConfig
 from policyopt.algos.dqn import DQN, DQNConfig
-from policyopt.algos import grpo
 from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
+from policyopt.algos.lm_ppo import LMPPO, LMPPOConfig
 from policyopt.algos.ppo import PPO, PPOConfig
 from policyopt.algos.reinforce import Reinforce, ReinforceConfig
+from policyopt.algos.sac import SAC, SACConfig
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,28 @@ REGISTRY: dict[str, AlgoSpec] = {
                           "REINFORCE with a learned baseline (Williams, 1992)"),
     "dqn": AlgoSpec("dqn", DQNConfig, DQN, "replay",
                     "DQN (+ double, dueling, n-step, prioritized replay, masks) (Mnih et al., 2015)", dqn.build),
+    "sac": AlgoSpec("sac", SACConfig, SAC, "replay",
+                    "SAC: twin critics, auto temperature, squashed Gaussian / discrete (Haarnoja et al., 2018)",
+                    sac.build),
     # --- language-model RL (issue 4) ---
     "grpo": AlgoSpec("grpo", GRPOConfig, LMPolicyGradient, "text",
                      "GRPO family: GRPO, Dr.GRPO, DAPO, GSPO, GRPO-D, reward shaping (Shao et al., 2024)",
                      grpo.build),
+    "rloo": AlgoSpec("rloo", rloo.RLOOConfig, LMPolicyGradient, "text",
+                     "RLOO: REINFORCE with a leave-one-out baseline (Ahmadian et al., 2024)", rloo.build),
+    "remax": AlgoSpec("remax", remax.ReMaxConfig, LMPolicyGradient, "text",
+                      "ReMax: REINFORCE with the greedy completion's reward as baseline (Li et al., 2024)",
+                      remax.build),
+    "lm_reinforce": AlgoSpec("lm_reinforce", lm_reinforce.LMReinforceConfig, LMPolicyGradient, "text",
+                             "REINFORCE with a running-mean baseline for LMs (Williams, 1992)", lm_reinforce.build),
+    "lm_ppo": AlgoSpec("lm_ppo", LMPPOConfig, LMPPO, "text",
+                       "PPO with a learned critic, token-level GAE, value clipping (Ouyang et al., 2022)",
+                       lm_ppo.build),
+    "loop": AlgoSpec("loop", loop.LOOPConfig, LMPolicyGradient, "text",
+                     "LOOP: PPO + leave-one-out advantages, no critic, multi-turn TextEnv (Chen et al., 2025)",
+                     loop.build),
     # --- end language-model RL ---
 }
 
-__all__ = ["A2C", "A2CConfig", "DQN", "DQNConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig", "AlgoSpec"]
+__all__ = ["A2C", "A2CConfig", "DQN", "DQNConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig",
+           "SAC", "SACConfig", "AlgoSpec"]
