@@ -20,6 +20,7 @@ reference could not be run — never 0 — and keeps per-verdict fractions of it
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import re
@@ -157,6 +158,10 @@ class UnitTestReward:
         return report.pass_fraction if self.partial_credit else float(report.all_passed)
 
 
+_EMPTY = ("", (), 1)
+"""Timing key of the empty program (interpreter start-up), subtracted from every timing."""
+
+
 @dataclass
 class EfficiencyReward:
     """Correctness plus efficiency: ``0`` unless every unit test passes, else
@@ -190,32 +195,36 @@ class EfficiencyReward:
                  metadata: Sequence[Mapping[str, Any]]) -> list[float | None]:
         correct = self.correctness(prompts, completions, metadata)
         keys = [self._key(m) for m in metadata]
-        for key in set(keys) - set(self._cache):
-            self._cache[key] = self._median_time(key[0], key)
-        if ("", (), 1) not in self._cache:
-            self._cache[("", (), 1)] = self._median_time("", ("", (), 1))
-        base = self._cache[("", (), 1)]
-        todo = [i for i, ok in enumerate(correct) if ok == 1.0 and self._cache[keys[i]] is not None]
+        missing = sorted({*keys, _EMPTY} - set(self._cache))  # references (and the empty program), once
+        timed = dict(zip(missing, _pool_map(self.pool, lambda k: self._median_time(k[0], k), missing)))
+        self._cache.update({k: t for k, t in timed.items() if t is not None})  # never cache a failure
+        ref_times = {**timed, **self._cache}
+        usable = {k for k, t in ref_times.items() if t is not None and math.isfinite(t)}
+        base = ref_times[_EMPTY] if _EMPTY in usable else None
+        todo = [i for i, ok in enumerate(correct) if ok == 1.0 and keys[i] in usable]
         cand = dict(zip(todo, _pool_map(self.pool, lambda i: self._median_time(
             extract_code(completions[i]), keys[i]), todo)))
-        scores: list[float | None] = []
-        self.last_speedups = []
-        for i, ok in enumerate(correct):
-            ref = self._cache[keys[i]]
-            speedup = None
-            if ok is None or ref is None or base is None or (i in cand and cand[i] is None):
-                score = None
-            elif ok != 1.0 or i not in cand:
-                score = 0.0
-            else:
-                speedup = max(ref - base, self.min_time_s) / max(cand[i] - base, self.min_time_s)
-                score = min(speedup, self.max_speedup)
-            scores.append(score)
-            self.last_speedups.append(speedup)
+        scored = [self._score(ok, ref_times[k] if k in usable else None, base, cand.get(i))
+                  for i, (ok, k) in enumerate(zip(correct, keys))]
+        scores = [s for s, _ in scored]
+        self.last_speedups = [sp for _, sp in scored]
         self.last_metrics = {**self.correctness.last_metrics,
                              "efficiency/mean_speedup": statistics.fmean([s for s in self.last_speedups if s]
                                                                          or [0.0])}
         return scores
+
+    def _score(self, correct: float | None, ref: float | None, base: float | None,
+               cand: float | None) -> tuple[float | None, float | None]:
+        """(reward, speed-up) of one completion. Unscorable when correctness or any needed timing is an
+        infrastructure failure, or the reference itself fails its benchmark; 0 when incorrect."""
+        if correct is None:
+            return None, None
+        if correct != 1.0:
+            return 0.0, None
+        if ref is None or base is None or cand is None:
+            return None, None
+        speedup = max(ref - base, self.min_time_s) / max(cand - base, self.min_time_s)
+        return min(speedup, self.max_speedup), speedup
 
     def _key(self, meta: Mapping[str, Any]) -> tuple:
         if "reference" not in meta or "benchmark" not in meta:

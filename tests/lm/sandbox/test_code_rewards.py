@@ -80,6 +80,14 @@ def test_efficiency_reward_scores_speedup_only_for_correct_code(box, pool):
     assert reward.last_speedups[1] > scores[0]
 
 
+def test_efficiency_reward_with_a_broken_reference_is_unscorable(box):
+    meta = {"tests": [CallTest("total(10)", 45)], "reference": "def total(n):\n    while True:\n        pass\n",
+            "benchmark": ["total(10)"]}
+    reward = EfficiencyReward(box, repeats=1, bench_limits=Limits(wall_timeout_s=1.0, cpu_time_s=0.5))
+    fast, wrong = "def total(n):\n    return n * (n - 1) // 2\n", "def total(n):\n    return 0\n"
+    assert reward(["p", "p"], [fast, wrong], [meta, meta]) == [None, 0.0]  # never a max reward for free
+
+
 def test_efficiency_reward_counts_work_moved_to_import_time(box):
     slow = "def total(n):\n    s = 0\n    for i in range(n):\n        s += i\n    return s\n"
     cheat = ("_CACHE = {}\ns = 0\nfor i in range(3_000_000):\n    s += i\n_CACHE[3_000_000] = s\n"
