@@ -34,7 +34,7 @@ def test_from_pretrained_local_dir_sample_and_decode(tmp_path):
     s = policy.sample(["12+3=", "7*8="], SamplingConfig(max_new_tokens=6, samples_per_prompt=2),
                       torch.Generator().manual_seed(0))
     texts = policy.decode(s)
-    assert len(texts) == 4 and all(len(t) <= 6 for t in texts)
+    assert len(texts) == 4 and all(len(ids) <= 6 for ids in s.completion_lists())
     assert texts[0] == tok.decode(s.completion_lists()[0], skip_special_tokens=True)
     with torch.no_grad():
         lp = policy.logprobs(s).logprobs
