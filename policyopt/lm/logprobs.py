@@ -119,6 +119,9 @@ def completion_logprobs(
     Differentiable unless called under ``torch.no_grad``/``inference_mode``.
     """
     _check_batch(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    if torch.is_grad_enabled():  # tensors made under inference_mode cannot enter autograd graphs
+        prompt_ids, prompt_mask, completion_ids, completion_mask = (
+            t.clone() if t.is_inference() else t for t in (prompt_ids, prompt_mask, completion_ids, completion_mask))
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
     if token_chunk < 1 or (row_chunk is not None and row_chunk < 1):

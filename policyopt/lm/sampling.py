@@ -472,8 +472,9 @@ def sample(
         eos = torch.as_tensor(list(eos_token_ids) if config.stop_at_eos else [], dtype=torch.long)
         loop = _decode(decoder, logits, row_mask.sum(1), config, generator, eos, stop, pad_token_id, prompt_len)
     prompt_index = torch.arange(ids.shape[0]).repeat_interleave(repeats)
-    tokens, logprobs, raw, done, finish = loop
-    return Samples(ids[prompt_index], row_mask, tokens, done, logprobs, raw, finish, prompt_index)
+    # clone out of inference mode: these tensors index and mask autograd computations in training
+    tokens, logprobs, raw, done, finish = (t.clone() for t in loop)
+    return Samples(ids[prompt_index], row_mask.clone(), tokens, done, logprobs, raw, finish, prompt_index)
 
 
 def _make_decoder(model, backend: str, prefix_kv, repeats: int, row_mask, capacity: int, max_position: int):

@@ -129,3 +129,18 @@ def test_stop_strings_through_policy():
     assert stop in out and stop not in out[: len(out) - len(last)] and text.startswith(out)
     assert len(out) < len(text) and s.finish_reason[0].item() == 2
     assert policy.stop_strings((stop,)) is policy.stop_strings((stop,))
+
+
+def test_training_step_on_samples_then_sampling_again_matches():
+    tok = build_char_tokenizer()
+    policy = LMPolicy(tiny_llama(tok, seed=6), tok)
+    cfg = SamplingConfig(max_new_tokens=5, samples_per_prompt=2)
+    s = policy.sample(["1+2=", "30*4="], cfg, torch.Generator().manual_seed(0))
+    assert not s.completion_mask.is_inference() and not s.raw_logprobs.is_inference()
+    opt = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)
+    loss = -(policy.logprobs(s).logprobs * s.completion_mask).sum()  # the samples feed autograd
+    loss.backward()
+    opt.step()
+    s2 = policy.sample(["1+2=", "30*4="], cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the fused sampler saw the updated weights (its weight cache was invalidated)
+        torch.testing.assert_close(policy.logprobs(s2).logprobs, s2.raw_logprobs, atol=1e-5, rtol=0)
