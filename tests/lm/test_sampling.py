@@ -231,3 +231,9 @@ def test_fused_weight_cache_follows_in_place_updates():
     assert torch.equal(after.completion_ids, hf.completion_ids)
     torch.testing.assert_close(after.raw_logprobs, hf.raw_logprobs, atol=1e-5, rtol=0)
     assert not torch.allclose(before.raw_logprobs, after.raw_logprobs)
+
+
+def test_absolute_position_limit_is_a_clear_error():
+    model = tiny_model("gpt2")  # n_positions = 128
+    with pytest.raises(ValueError, match="n_positions"):
+        sample(model, [[5] * 100], SamplingConfig(max_new_tokens=40), generator=torch.Generator(), pad_token_id=PAD)
