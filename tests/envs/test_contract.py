@@ -111,3 +111,23 @@ def test_box_actions_nan_is_an_error_and_out_of_bounds_is_clipped(env_id):
     far, edge = np.full((2, *space.shape), 1e6, np.float32), np.broadcast_to(space.high, (2, *space.shape))
     a, b = make(), make()
     assert_tree_equal(a.step(far), b.step(edge.astype(np.float32)))
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_state_dict_survives_a_checkpoint_file(env_id, tmp_path):
+    """The state tree is checkpointable by policyopt.runtime.checkpoint (no pickle; uint64 RNG keys intact)."""
+    from policyopt.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    env = gymnasium.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point", **SHORT.get(env_id, {}))
+    env.reset(seed=9)
+    rng = np.random.default_rng(0)
+    info = {}
+    for _ in range(5):
+        *_, info = env.step(sample_actions(env.single_action_space, 3, rng, info.get("action_mask")))
+    save_checkpoint(tmp_path, 5, {"env": env.state_dict()})
+    tree, step = load_checkpoint(tmp_path)
+    assert step == 5
+    other = gymnasium.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point", **SHORT.get(env_id, {}))
+    other.load_state_dict(tree["env"])
+    actions = sample_actions(env.single_action_space, 3, rng, info.get("action_mask"))
+    assert_tree_equal(env.step(actions), other.step(actions))
