@@ -463,6 +463,10 @@ def sample(
     repeats = config.samples_per_prompt
     prompt_len, n_new = ids.shape[1], config.max_new_tokens
     capacity = prompt_len + n_new
+    limit = getattr(unwrap_model(model).config, "n_positions", None)  # learned absolute positions (GPT-2)
+    if limit is not None and int(mask.sum(1).max()) + n_new > limit:
+        raise ValueError(f"sample: longest prompt ({int(mask.sum(1).max())} tokens) + max_new_tokens ({n_new}) "
+                         f"exceeds the model's n_positions ({limit})")
     with torch.inference_mode(), eval_mode(model):
         logits, prefix_kv = _prefill(model, ids, mask)
         logits = logits.repeat_interleave(repeats, 0) if repeats > 1 else logits
