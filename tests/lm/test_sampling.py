@@ -203,7 +203,8 @@ def test_stop_at_eos_false_forces_length_and_bad_input_errors():
     with pytest.raises(ValueError, match="empty"):
         sample(model, [[1, 2], []], SamplingConfig(), generator=torch.Generator(), pad_token_id=PAD)
     with pytest.raises(ValueError, match="fused"):
-        sample(model, PROMPTS, SamplingConfig(backend="fused"), generator=torch.Generator(), pad_token_id=PAD)
+        sample(model, PROMPTS, SamplingConfig(max_new_tokens=4, backend="fused"), generator=torch.Generator(),
+               pad_token_id=PAD)
     assert "gpt2" in fused_supported(model)
     with pytest.raises(ConfigError, match="top_p"):
         build(SamplingConfig, {"top_p": 0.0}, "sampling")
