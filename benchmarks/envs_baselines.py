@@ -197,6 +197,9 @@ def _generic(env_name, make, methods, ppos, metric, score, extra=None) -> list[d
 
 
 def mapf_rows(n: int, ppos: dict) -> list[dict]:
+    from policyopt.runtime.config import load_yaml
+
+    kwargs = load_yaml(ROOT / "configs" / "ppo_mapf.yaml")["env"].get("kwargs", {})  # same world as PPO's
     seeds = range(EVAL_SEED, EVAL_SEED + max(n // 32, 4))
     rng = np.random.default_rng(0)
     methods = {"random": lambda env: rng.integers(0, 5, env.n_agents),
@@ -207,7 +210,7 @@ def mapf_rows(n: int, ppos: dict) -> list[dict]:
     for method, act in methods.items():
         throughput = []
         for seed in seeds:
-            env = LifelongMAPFEnv()
+            env = LifelongMAPFEnv(**kwargs)
             env.reset(seed=seed)
             while env.agents:
                 a = act(env)

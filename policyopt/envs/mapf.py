@@ -13,7 +13,8 @@ a new goal as soon as the current one is reached, throughput as the metric.
   cells all stay (repeated to a fixed point). Agents move along chains (follow the leader) freely.
 - **Observation** (per agent, float32 ``3 * (2r + 1)^2 + 2`` with ``r = view_radius``): the local window
   of obstacles (outside the grid counts as obstacle), other agents and the own goal, then the goal's
-  offset ``(goal - position) / size``.
+  offset ``(goal - position) / size``. With ``path_hint=True`` five more entries mark the moves that
+  shorten the BFS distance to the goal (the planned path a Learn-to-Follow follower receives).
 - **Reward**: ``+1`` to an agent when it reaches its goal (it then gets a new one).
 - **Termination**: none; every agent is truncated after ``horizon`` steps. ``infos[agent]`` has
   ``goals_reached`` (cumulative); :attr:`LifelongMAPFEnv.throughput` is goals reached per step.
@@ -71,17 +72,19 @@ class LifelongMAPFEnv(ParallelEnv):
     metadata = {"name": "policyopt_lifelong_mapf_v0", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, n_agents: int = 8, size: int = 12, obstacle_density: float = 0.2, view_radius: int = 2,
-                 horizon: int = 128, render_mode: str | None = None) -> None:
+                 horizon: int = 128, path_hint: bool = False, render_mode: str | None = None) -> None:
         self.n_agents = check_positive_int("n_agents", n_agents)
         self.size = check_positive_int("size", size, 3)
         self.density = check_range("obstacle_density", obstacle_density, 0.0, 0.6)
         self.view_radius = check_positive_int("view_radius", view_radius, 1)
         self.horizon = check_positive_int("horizon", horizon)
+        self.path_hint = bool(path_hint)
         self.render_mode = render_mode
         self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
         self.agents: list[str] = []
         width = 2 * self.view_radius + 1
-        self._obs_space = spaces.Box(-1.0, 1.0, (3 * width * width + 2,), np.float32)
+        hint = 5 if self.path_hint else 0
+        self._obs_space = spaces.Box(-1.0, 1.0, (3 * width * width + 2 + hint,), np.float32)
         self._act_space = spaces.Discrete(5)
         self._rng = np.random.default_rng()
         self.goals_reached = np.zeros(self.n_agents, dtype=np.int64)
@@ -186,7 +189,23 @@ class LifelongMAPFEnv(ParallelEnv):
         win_goal = goals[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
         offset = (self.goal - self.position) / self.size
         flat = [win_walls.reshape(n, -1), win_agents.reshape(n, -1), win_goal.reshape(n, -1), offset]
+        if self.path_hint:
+            flat.append(self.shortest_path_moves())
         return np.concatenate(flat, axis=1).astype(np.float32)
+
+    def shortest_path_moves(self) -> np.ndarray:
+        """``[n_agents, 5]`` float: 1 for each move that shortens the agent's BFS distance to its goal.
+
+        The planned-path input of a Learn-to-Follow style follower (ignores the other agents).
+        """
+        cand = self.position[:, None, :] + MOVES[None, 1:, :]
+        inside = ((cand >= 0) & (cand < self.size)).all(axis=2)
+        cc = np.clip(cand, 0, self.size - 1)
+        goal = self.goal[:, 0] * self.size + self.goal[:, 1]
+        here = self.distance[self.position[:, 0] * self.size + self.position[:, 1], goal]
+        there = self.distance[cc[..., 0] * self.size + cc[..., 1], goal[:, None]]
+        closer = inside & self.free[cc[..., 0], cc[..., 1]] & (there < here[:, None])
+        return np.concatenate([np.zeros((self.n_agents, 1)), closer], axis=1)
 
     def _observations(self) -> dict[str, np.ndarray]:
         obs = self.observation_array()

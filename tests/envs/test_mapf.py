@@ -106,3 +106,20 @@ def test_agents_vector_env_resume_is_exact():
                 assert all(np.array_equal(x[k], y[k]) for k in x)
             else:
                 assert np.array_equal(x, y), t
+
+
+def test_path_hint_marks_moves_along_a_shortest_path():
+    env = LifelongMAPFEnv(n_agents=3, size=10, path_hint=True)
+    env.reset(seed=5)
+    obs = env.observation_array()
+    assert obs.shape == (3, env.observation_space("agent_0").shape[0]) and obs.shape[1] == 3 * 25 + 2 + 5
+    hint = obs[:, -5:]
+    for i in range(3):
+        d = env.distance[:, env.goal[i, 0] * 10 + env.goal[i, 1]]
+        here = d[env.position[i, 0] * 10 + env.position[i, 1]]
+        for k, (dy, dx) in enumerate([(-1, 0), (1, 0), (0, -1), (0, 1)], start=1):
+            y, x = env.position[i] + [dy, dx]
+            good = 0 <= y < 10 and 0 <= x < 10 and env.free[y, x] and d[y * 10 + x] == here - 1
+            assert hint[i, k] == float(good)
+        assert hint[i, 1:].any()  # the goal is reachable and not here
+    parallel_api_test(LifelongMAPFEnv(n_agents=3, size=8, horizon=30, path_hint=True), num_cycles=50)
