@@ -7,6 +7,10 @@ clear, fast-to-measure margin: its sampled (temperature 1) held-out reward.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +62,18 @@ def run_config(algo: str, model_dir: Path, section: dict[str, Any] | None = None
             "trainer": {"total_steps": steps * per_step, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
             algo: {"source": source, "collect": collect, "learning_rate": 2e-3, **section}}
+
+
+def cached_tiny_model() -> Path:
+    """The tiny SFT'd model, built once per machine (keyed by this file's source and torch version)."""
+    key = hashlib.sha256(Path(__file__).read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"policyopt-test-tiny-lm-{key}"
+    if (path / "config.json").is_file():
+        return path
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + "-tmp-"))
+    tiny_sft_model(tmp)
+    try:
+        os.replace(tmp, path)  # atomic; a concurrent builder may have won the race
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,169 @@
+r"""PPO with a learned critic for language models (the RLHF recipe).
+
+Schulman et al., 2017, "Proximal Policy Optimization Algorithms"; as used for language models by
+Ziegler et al., 2019, "Fine-Tuning Language Models from Human Preferences" and Ouyang et al., 2022,
+"Training language models to follow instructions with human feedback". Per generation block:
+
+1. per-token rewards :math:`r_t = -\beta\,\hat{KL}_t + [t = \text{last}]\, r` (sequence reward on the
+   last token, :func:`policyopt.losses.policy_lm.kl_token_rewards`);
+2. a critic (a separate copy of the initial transformer body plus a zero-initialised scalar head)
+   gives :math:`V_t` at every completion token; token-level GAE
+   (:func:`policyopt.losses.policy_lm.token_gae`) gives advantages and returns;
+3. ``epochs`` x ``minibatches`` steps of the clipped surrogate
+   (:func:`~policyopt.losses.policy_lm.lm_policy_loss` with ``[B, T]`` advantages) plus
+   ``vf_coef`` x the clipped value loss (:func:`policyopt.losses.value.value_loss`).
+
+Everything else (collector, reward shaping, masks, reference, logging) is shared with the GRPO core
+(:class:`policyopt.algos.grpo.LMPolicyGradient`, used by composition). Memory: policy + critic
+(+ a frozen reference when the KL is tracked), the cost ReMax and GRPO avoid.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Annotated, Any, Literal
+
+import pydantic
+import torch
+
+from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
+from policyopt.lm.logprobs import body_and_head, position_ids
+from policyopt.losses.policy_lm import kl_token_rewards, lm_policy_loss, token_gae
+from policyopt.losses.value import value_loss
+from policyopt.runtime.config import configclass
+from policyopt.runtime.text_collector import TextRollout, peak_rss_mb
+
+
+@configclass
+class LMPPOConfig(GRPOConfig):
+    """PPO with a critic: token-level GAE, value clipping, KL as a per-token reward."""
+
+    advantage: Literal["gae"] = "gae"
+    """Token-level GAE from the learned critic (fixed for this algorithm)."""
+    kl_in: Literal["reward"] = "reward"
+    """The KL penalty is a per-token reward (RLHF)."""
+    epochs: Annotated[int, pydantic.Field(ge=1)] = 2
+    """PPO epochs per generation block."""
+    minibatches: Annotated[int, pydantic.Field(ge=1)] = 2
+    """Minibatches per epoch."""
+    gamma: Annotated[float, pydantic.Field(ge=0, le=1)] = 1.0
+    """Discount over tokens."""
+    lam: Annotated[float, pydantic.Field(ge=0, le=1)] = 0.95
+    """GAE lambda."""
+    vf_coef: Annotated[float, pydantic.Field(ge=0)] = 0.5
+    """Weight of the value loss."""
+    value_clip: Annotated[float, pydantic.Field(gt=0)] | None = 0.2
+    """Clip the critic's change per update around its old values (None: no clipping)."""
+    critic_learning_rate: Annotated[float, pydantic.Field(gt=0)] = 1e-3
+    """AdamW learning rate of the critic."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean / unit std over the block's tokens."""
+
+
+class LMPPO:
+    """``update(TextRollout) -> metrics``: PPO with a separate critic (see the module docstring)."""
+
+    batch_geometry = ("collect",)
+
+    def __init__(self, config: LMPPOConfig, policy: Any, total_updates: int = 1, seed: int = 0):
+        self.config, self.policy = config, policy
+        self.core = LMPolicyGradient(config, policy, total_updates, seed)
+        body, _ = body_and_head(policy.model)
+        self.critic_body = copy.deepcopy(body).train()
+        for p in self.critic_body.parameters():
+            p.requires_grad_(True)
+        self.value_head = torch.nn.Linear(body.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+        params = list(self.critic_body.parameters()) + list(self.value_head.parameters())
+        self.critic_optimizer = torch.optim.AdamW(params, lr=config.critic_learning_rate, betas=tuple(config.betas))
+
+    def values(self, batch: TextRollout, rows: Any = slice(None)) -> torch.Tensor:
+        """Critic values ``[b, N]``: V at the state before each completion token."""
+        ids = torch.cat([batch.prompt_ids[rows], batch.completion_ids[rows]], 1)
+        mask = torch.cat([batch.prompt_mask[rows], batch.completion_mask[rows]], 1)
+        hidden = self.critic_body(input_ids=ids, attention_mask=mask.long(), position_ids=position_ids(mask),
+                                  use_cache=False).last_hidden_state
+        p, n = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
+        return self.value_head(hidden[:, p - 1: p + n - 1]).squeeze(-1)
+
+    def prepare(self, batch: TextRollout) -> dict[str, Any]:
+        c, core = self.config, self.core
+        mask = core.loss_mask(batch)
+        old = core.old_logprobs(batch)
+        ref = core.reference(batch)
+        beta = core.kl_coef() if ref is not None else 0.0
+        rewards = torch.nan_to_num(core.shaped_rewards(batch))  # unscorable rows are out of the mask
+        token_rewards = kl_token_rewards(rewards, old, ref if ref is not None else old, mask, beta, c.kl_estimator)
+        with torch.no_grad():
+            old_values = self.values(batch)
+        adv, returns = token_gae(token_rewards, old_values, mask, c.gamma, c.lam)
+        if c.whiten_advantages and bool(mask.any()):
+            sel = adv[mask]
+            adv = torch.where(mask, (adv - sel.mean()) / sel.std().clamp_min(1e-6), torch.zeros_like(adv))
+        return {"mask": mask, "old": old, "ref": ref, "adv": adv, "returns": returns, "old_values": old_values,
+                "beta": beta}
+
+    def update(self, batch: TextRollout) -> dict[str, float]:
+        t0 = time.perf_counter()
+        c = self.config
+        self.policy.model.train()
+        prep = self.prepare(batch)
+        sums: dict[str, float] = {}
+        steps = 0
+        for _ in range(c.epochs):
+            for rows in self.core.minibatches(batch.rewards.shape[0]):
+                for k, v in self.step(batch, prep, rows).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+        self.core.num_updates += 1
+        metrics = dict(batch.metrics)
+        metrics.update({k: v / max(1, steps) for k, v in sums.items()})
+        metrics.update({"stats/kl_coef": prep["beta"], "time/learn_s": time.perf_counter() - t0,
+                        "mem/peak_rss_mb": peak_rss_mb()})
+        if prep["ref"] is not None:
+            kl = (prep["old"] - prep["ref"])[prep["mask"]]
+            metrics["stats/kl_ref"] = float(kl.mean()) if kl.numel() else 0.0
+        return metrics
+
+    def step(self, batch: TextRollout, prep: dict[str, Any], rows: torch.Tensor) -> dict[str, float]:
+        c = self.config
+        out = self.core.logprobs(batch, rows, with_entropy=True)
+        mask = prep["mask"][rows]
+        pg, m = lm_policy_loss(out.logprobs, prep["old"][rows], prep["adv"][rows], mask, clip_low=c.clip_low,
+                               clip_high=c.clip_high, aggregation=c.aggregation,
+                               max_length=c.collect.max_new_tokens, dual_clip=c.dual_clip)
+        values = self.values(batch, rows)
+        vloss = value_loss(values, prep["returns"][rows], prep["old_values"][rows], c.value_clip, mask)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        grad_norm = self.core.apply(pg + c.vf_coef * vloss)  # backward reaches the critic too
+        critic_params = [p for g in self.critic_optimizer.param_groups for p in g["params"]]
+        limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
+        torch.nn.utils.clip_grad_norm_(critic_params, limit)
+        self.critic_optimizer.step()
+        entropy = (out.entropy * mask).sum() / mask.sum().clamp_min(1)
+        return {"loss/policy": float(pg.detach()), "loss/value": float(vloss.detach()),
+                "stats/clip_frac": float(m["clip_fraction"]), "stats/approx_kl": float(m["approx_kl_old"]),
+                "stats/entropy": float(entropy.detach()), "stats/grad_norm": grad_norm,
+                "stats/value_mean": float((values.detach() * mask).sum() / mask.sum().clamp_min(1))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"core": self.core.state_dict(),
+                "critic": {k: v.detach().clone() for k, v in self.critic_body.state_dict().items()},
+                "value_head": {k: v.detach().clone() for k, v in self.value_head.state_dict().items()},
+                "critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.core.load_state_dict(state["core"])
+        self.critic_body.load_state_dict(state["critic"])
+        self.value_head.load_state_dict(state["value_head"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+
+
+def build(run_config: Any, run_dir: Any) -> tuple[Any, Any, Any]:
+    """Registry builder for ``algo: lm_ppo``."""
+    return build_parts(run_config, LMPPO)
+
+
+__all__ = ["LMPPO", "LMPPOConfig", "build"]
