@@ -7,7 +7,7 @@ Each algorithm's own file holds its config and its update; nothing here is a bas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,25 @@ class NetConfig:
     """Share one MLP torso between actor and critic (default: two separate networks)."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies (Box actions)."""
+
+
+class Auxiliary(Protocol):
+    """A learner that rides on PPO's update (RND's predictor, PDPPO's post-decision critic).
+
+    ``prepare(batch, advantages [T, N], returns [T, N]) -> advantages [T, N]`` runs once per update
+    before the batch is flattened; ``step(idx)`` once per policy minibatch with the same indices into
+    the valid, flattened steps (``None`` = all); ``metrics()`` after the epochs. It owns its optimizer.
+    """
+
+    def prepare(self, batch: Rollout, advantages: Tensor, returns: Tensor) -> Tensor: ...
+
+    def step(self, idx: Tensor | None) -> None: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass

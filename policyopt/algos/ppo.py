@@ -13,7 +13,8 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from policyopt.algos.onpolicy import Learner, NetConfig, estimate, flatten, linear_decay
+from policyopt.algos.onpolicy import Auxiliary, Learner, NetConfig, estimate, flatten, linear_decay
+from policyopt.algos.rnd import RNDBonus, RNDConfig
 from policyopt.data.rollout import Rollout
 from policyopt.losses import normalize, ppo_clip_loss, value_loss
 from policyopt.nets.actor_critic import ActionSpec
@@ -63,6 +64,8 @@ class PPOConfig:
     """Adam epsilon."""
     net: NetConfig = NetConfig()
     """Network architecture."""
+    rnd: RNDConfig | None = None
+    """Random Network Distillation exploration bonus (Burda et al., 2018); None = plain PPO."""
 
 
 class PPO:
@@ -70,11 +73,17 @@ class PPO:
 
     batch_geometry = ("num_steps", "minibatch_size")
 
-    def __init__(self, config: PPOConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int):
+    def __init__(self, config: PPOConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int,
+                 aux: dict[str, Auxiliary] | None = None):
         self.config, self.total_updates = config, total_updates
         self.learner = Learner(obs_dim, spec, config.net, config.learning_rate, seed,
                                adam_eps=config.adam_eps, max_grad_norm=config.max_grad_norm)
         self.policy = self.learner.net
+        # auxiliary learners (RND, PDPPO's post-decision critic): they may rewrite the advantages and
+        # train their own networks on the policy's minibatches; each is saved under its name.
+        self.aux = dict(aux or {})
+        if config.rnd is not None:
+            self.aux["rnd"] = RNDBonus(config.rnd, obs_dim, seed + 7919)
 
     def update(self, batch: Rollout) -> dict[str, float]:
         cfg, learner = self.config, self.learner
@@ -84,6 +93,8 @@ class PPO:
         clip_high = None if cfg.clip_coef_high is None else cfg.clip_coef_high * (frac if cfg.anneal_clip else 1.0)
         learner.set_lr(lr)
         adv, ret = estimate(batch, cfg.gamma, cfg.gae_lambda)
+        for aux in self.aux.values():
+            adv = aux.prepare(batch, adv, ret)
         flat = flatten(batch, adv, ret)
         stats: list[torch.Tensor] = []
         use_entropy = cfg.ent_coef > 0
@@ -97,21 +108,30 @@ class PPO:
                 ent = entropy.mean()
                 loss = pg + cfg.vf_coef * vl - cfg.ent_coef * ent if use_entropy else pg + cfg.vf_coef * vl
                 grad_norm = learner.step(loss)
+                for aux in self.aux.values():
+                    aux.step(idx)
                 stats.append(torch.stack([pg.detach(), vl.detach(), ent.detach(), kl, clip_frac,
                                           torch.tensor(grad_norm)]))
             if cfg.target_kl is not None and float(kl) > cfg.target_kl:
                 break
         learner.updates += 1
         m = torch.stack(stats).mean(0).tolist()
-        return {"loss/policy": m[0], "loss/value": m[1], "stats/entropy": m[2], "stats/approx_kl": m[3],
-                "stats/clip_frac": m[4], "stats/grad_norm": m[5], "stats/explained_variance": explained_variance(flat),
-                "opt/lr": lr, "opt/clip_coef": clip, "opt/grad_steps": float(len(stats))}
+        out = {"loss/policy": m[0], "loss/value": m[1], "stats/entropy": m[2], "stats/approx_kl": m[3],
+               "stats/clip_frac": m[4], "stats/grad_norm": m[5], "stats/explained_variance": explained_variance(flat),
+               "opt/lr": lr, "opt/clip_coef": clip, "opt/grad_steps": float(len(stats))}
+        for aux in self.aux.values():
+            out |= aux.metrics()
+        return out
 
     def state_dict(self) -> dict:
-        return {"learner": self.learner.state_dict()}
+        return {"learner": self.learner.state_dict(), **{k: a.state_dict() for k, a in self.aux.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state["learner"])
+        for name, aux in self.aux.items():
+            if name not in state:
+                raise ValueError(f"checkpoint has no state for {name!r}: it was saved without that option")
+            aux.load_state_dict(state[name])
 
 
 def explained_variance(flat) -> float:

@@ -72,8 +72,9 @@ class RolloutCollector:
 
     def __init__(self, env, policy, num_steps: int, seed: int, generator_seed: int,
                  normalize_obs: bool = False, normalize_reward: bool = False, gamma: float = 0.99,
-                 clip_obs: float = 10.0):
+                 clip_obs: float = 10.0, extra_obs_key: str | None = None):
         self.env, self.policy, self.num_steps = env, policy, num_steps
+        self.extra_obs_key = extra_obs_key  # store info[key] per step in Rollout.extra_obs (e.g. PDPPO)
         self.num_envs = env.num_envs
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
@@ -105,7 +106,7 @@ class RolloutCollector:
         logp_b, val_b, rew_b = torch.empty(T, N), torch.empty(T, N), torch.empty(T, N)
         term_b, end_b, valid_b = (torch.empty(T, N, dtype=torch.bool) for _ in range(3))
         mask_b = None if self.mask is None else torch.empty(T, N, self.mask.shape[-1], dtype=torch.bool)
-        actions, boot, ep_returns, ep_lengths = [], [], [], []
+        actions, boot, ep_returns, ep_lengths, extra = [], [], [], [], []
         with torch.no_grad():
             for t in range(T):
                 obs_t = torch.from_numpy(self.obs)
@@ -124,6 +125,8 @@ class RolloutCollector:
                 if mask_b is not None:
                     mask_b[t] = mask_t
                 actions.append(a)
+                if self.extra_obs_key is not None:
+                    extra.append(self._extra_obs(info, end))
                 self.obs, self.mask = self._process(raw, info)
                 self.prev_end = end
             last_v = policy.value(torch.from_numpy(self.obs))
@@ -131,7 +134,22 @@ class RolloutCollector:
         for t, (idx, values) in boot:
             next_v[t, idx] = values
         return Rollout(obs_b, torch.stack(actions), logp_b, val_b, next_v, rew_b, term_b, end_b, valid_b,
-                       mask_b, T * N, ep_returns, ep_lengths)
+                       mask_b, T * N, ep_returns, ep_lengths, torch.from_numpy(self.obs),
+                       torch.stack(extra) if extra else None)
+
+    def _extra_obs(self, info: dict, end: np.ndarray) -> torch.Tensor:
+        """``info[extra_obs_key]`` as float32 ``[N, D]`` (normalised like observations if enabled);
+        under SAME_STEP autoreset, copies that just ended take it from ``info["final_info"]``."""
+        key = self.extra_obs_key
+        if key not in info:
+            raise KeyError(f"extra_obs_key {key!r} is not in the environment's info (keys: {sorted(info)})")
+        x = np.asarray(info[key], dtype=np.float32).reshape(self.num_envs, -1)
+        if self.same_step and end.any():
+            final = np.asarray(info["final_info"][key], dtype=np.float32).reshape(self.num_envs, -1)
+            x = np.where(end[:, None], final, x)
+        if self.obs_norm is not None and x.shape[1] == self.adapter.dim:
+            x = self.obs_norm(x, update=False)
+        return torch.from_numpy(np.ascontiguousarray(x))
 
     def _track(self, r, end, valid, ep_returns: list, ep_lengths: list) -> None:
         self.ep_return += np.where(valid, r, 0.0)
