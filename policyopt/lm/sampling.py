@@ -6,7 +6,8 @@ once with the model's own forward pass, copies the keys/values into a preallocat
 no per-step ``torch.cat`` of a growing cache, which is where ``model.generate`` spends most of its
 time on CPU) and decodes one token per step for the whole batch:
 
-- ``backend="fused"`` (Llama / Qwen2 / Mistral-style models, no LoRA layers): a lean decode step
+- ``backend="fused"`` (Llama / Qwen2 / Mistral-style models, also with LoRA adapters, merged into the
+  step's weights or left out under ``disable_adapter()``): a lean decode step
   written against the model's weights (fused QKV and gate/up projections, grouped-query attention
   without repeating keys, one precomputed rotary table); ``"hf"``: the model's own forward with the
   preallocated cache (any architecture using the ``transformers`` cache API: GPT-2, Llama, Qwen2,
@@ -300,16 +301,45 @@ def fused_supported(model: torch.nn.Module) -> str | None:
     rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
     if rope not in _STATIC_ROPE:
         return f"rope_type {rope!r} is not one of {_STATIC_ROPE}"
-    projections = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
     for i, layer in enumerate(hf.model.layers):
-        for name in projections:
-            module = layer.get_submodule(name)
-            if type(module) is not torch.nn.Linear:
-                return f"layers.{i}.{name} is a {type(module).__name__}, not a plain Linear (LoRA?)"
-    if type(hf.lm_head) is not torch.nn.Linear:
-        return f"lm_head is a {type(hf.lm_head).__name__}, not a plain Linear"
+        for name in _PROJECTIONS:
+            if linear_params(layer.get_submodule(name)) is None:
+                return f"layers.{i}.{name} is a {type(layer.get_submodule(name)).__name__}, not a plain/LoRA Linear"
+    if linear_params(hf.lm_head) is None:
+        return f"lm_head is a {type(hf.lm_head).__name__}, not a plain/LoRA Linear"
     return None
+
+
+_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def linear_params(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Effective ``(weight [out, in], bias)`` of a ``nn.Linear`` or a peft LoRA ``Linear``, else None.
+
+    LoRA: ``W + sum_a scaling_a * B_a @ A_a`` over the active adapters, or the base weight when the
+    adapters are disabled (``policy.reference()``) or merged. DoRA / variants / adapter biases: None.
+    """
+    if type(module) is torch.nn.Linear:
+        return module.weight, module.bias
+    base = getattr(module, "base_layer", None)
+    if type(base) is not torch.nn.Linear or not hasattr(module, "lora_A"):
+        return None
+    if module.disable_adapters or module.merged:
+        return base.weight, base.bias
+    weight = base.weight
+    for name in module.active_adapters:
+        if name not in module.lora_A:
+            continue
+        if module.use_dora.get(name) or getattr(module, "lora_variant", {}).get(name) is not None \
+                or module.lora_B[name].bias is not None:
+            return None
+        weight = weight + module.scaling[name] * (module.lora_B[name].weight @ module.lora_A[name].weight)
+    return weight, base.bias
+
+
+def _lora_state(model: torch.nn.Module) -> tuple:
+    return tuple((id(m), m.disable_adapters, tuple(m.active_adapters)) for m in model.modules() if hasattr(m, "lora_A"))
 
 
 class _FusedDecoder:
@@ -329,10 +359,11 @@ class _FusedDecoder:
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.eps = base.norm.variance_epsilon
         # the re-laid-out weights are cached on the model until any parameter changes in place
-        version = tuple((id(p), p._version) for p in hf.parameters())
+        version = (tuple((id(p), p._version) for p in hf.parameters()), _lora_state(hf))
         cached = hf.__dict__.get("_policyopt_fused_weights")
         if cached is None or cached[0] != version:
-            head = (hf.lm_head.weight * base.norm.weight).T.contiguous(), hf.lm_head.bias
+            head_w, head_b = linear_params(hf.lm_head)
+            head = (head_w * base.norm.weight).T.contiguous(), head_b
             q_rows = self.n_heads * self.head_dim
             layers = [self._layer_weights(layer, q_rows, attn0.scaling) for layer in base.layers]
             cached = (version, head, layers)
@@ -353,8 +384,9 @@ class _FusedDecoder:
         a, m = layer.self_attn, layer.mlp
 
         def fused(gain, *linears, scale_rows: int = 0):  # [in, out] weight (norm gain folded in), bias
-            weight = torch.cat([x.weight for x in linears])
-            bias = torch.cat([x.bias for x in linears]) if linears[0].bias is not None else None
+            params = [linear_params(x) for x in linears]
+            weight = torch.cat([w for w, _ in params])
+            bias = torch.cat([b for _, b in params]) if params[0][1] is not None else None
             if scale_rows:
                 weight, bias = weight.clone(), bias.clone() if bias is not None else None
                 weight[:scale_rows] *= scaling

@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from policyopt.lm.logprobs import completion_logprobs, reference_logprobs
 from policyopt.lm.policy import LMPolicy, LoRAConfig
-from policyopt.lm.sampling import SamplingConfig
+from policyopt.lm.sampling import SamplingConfig, fused_supported, sample
 from policyopt.lm.tokenizer import build_char_tokenizer
 
 TEMPLATE = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}\n{% endfor %}"
@@ -89,6 +89,21 @@ def test_lora_reference_is_base_with_adapters_disabled(arch):
         torch.testing.assert_close(policy.logprobs(s).logprobs, lp_policy)
     with pytest.raises(ValueError, match="LoRA"):
         policy.freeze_reference()
+    if arch == "llama":  # the fused sampler merges active adapters and drops disabled ones
+        assert fused_supported(policy.model) is None
+        cfg = SamplingConfig(max_new_tokens=5, backend="fused")
+        ids = policy.encode_prompts(["1+1=", "99*9="])
+        kwargs = dict(pad_token_id=tok.pad_token_id)
+        with policy.reference() as ref:
+            off = sample(ref, ids, cfg, generator=torch.Generator().manual_seed(2), **kwargs)
+        plain = sample(untouched, ids, cfg, generator=torch.Generator().manual_seed(2), **kwargs)
+        assert torch.equal(off.completion_ids, plain.completion_ids)
+        torch.testing.assert_close(off.raw_logprobs, plain.raw_logprobs, atol=1e-5, rtol=0)
+        on = sample(policy.model, ids, cfg, generator=torch.Generator().manual_seed(2), **kwargs)
+        hf = sample(policy.model, ids, SamplingConfig(max_new_tokens=5, backend="hf"),
+                    generator=torch.Generator().manual_seed(2), **kwargs)
+        assert torch.equal(on.completion_ids, hf.completion_ids)
+        torch.testing.assert_close(on.raw_logprobs, hf.raw_logprobs, atol=1e-5, rtol=0)
 
 
 def test_frozen_reference_without_lora_and_state_round_trip():
