@@ -1,0 +1,188 @@
+"""TextCollector and the GRPO core on small, hand-checkable batches.
+
+- unscorable rewards (None from the reward function) are masked out of the group statistics and of
+  the loss, never scored 0;
+- the collector's state resumes the exact next generation block;
+- dynamic sampling keeps only informative groups and refills the batch;
+- each reward-shaping / masking option changes exactly what it should (hand-computed values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
+from policyopt.lm.policy import LMPolicy
+from policyopt.lm.reward import RewardGuard
+from policyopt.losses import shaping
+from policyopt.runtime.config import build
+from policyopt.runtime.text_collector import CollectConfig, TextCollector, TextRollout
+from policyopt.runtime.text_source import load_model, task_pools
+from tests.algos.lm_helpers import TASK_PARAMS, TASKS, cached_tiny_model
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.set_num_threads(1)
+    model, tok = load_model(str(cached_tiny_model()))
+    return LMPolicy(model, tok)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    from policyopt.runtime.text_source import TextSourceConfig
+
+    return task_pools(TextSourceConfig(tasks=TASKS, task_params=TASK_PARAMS, eval_prompts=10))[0]
+
+
+def _code(text: str) -> int:
+    return sum(map(ord, text))
+
+
+def length_reward_or_none(prompts, completions, metadata):
+    """A pseudo-random reward of the completion text (differs whenever two texts differ); None
+    (unscorable) for a pseudo-random third of the texts."""
+    return [None if _code(c) % 3 == 0 else (_code(c) % 11) / 10.0 for c in completions]
+
+
+def _core(policy, **fields) -> LMPolicyGradient:
+    return LMPolicyGradient(build(GRPOConfig, {"track_kl": False, **fields}), policy)
+
+
+def test_unscorable_rewards_are_masked_not_zeroed(policy, examples):
+    collector = TextCollector(policy, examples, RewardGuard(length_reward_or_none),
+                              CollectConfig(prompts_per_step=8, completions_per_prompt=6, max_new_tokens=12), seed=3)
+    batch = collector.collect()
+    texts = policy.tokenizer.batch_decode([row[m].tolist() for row, m in zip(batch.completion_ids,
+                                                                                 batch.loss_mask)],
+                                          skip_special_tokens=True)
+    expect = torch.tensor([_code(t) % 3 != 0 for t in texts])
+    assert torch.equal(batch.scorable, expect) and 0 < int((~expect).sum()) < len(texts)
+    assert torch.isnan(batch.rewards[~expect]).all()
+    assert batch.metrics["reward/unscorable_frac"] == pytest.approx(float((~expect).float().mean()))
+
+    core = _core(policy)
+    prep = core.prepare(batch)
+    assert (prep["adv"][~expect] == 0).all()
+    assert not prep["mask"][~expect].any() and prep["mask"][expect].any()
+    # by hand: per group, mean and (n-1)-std over the scorable completions only
+    mixed = 0
+    for g in range(batch.num_groups):
+        rows = (batch.group_index == g).nonzero().squeeze(1)
+        ok = rows[batch.scorable[rows]]
+        r = batch.rewards[ok].double().numpy()
+        if len(r) < 2 or np.ptp(r) <= 1e-6:
+            assert (prep["adv"][rows] == 0).all()
+            continue
+        want = (r - r.mean()) / max(r.std(ddof=1), 1e-3)
+        assert np.allclose(prep["adv"][ok].numpy(), want, atol=1e-5)
+        if len(ok) < len(rows):
+            mixed += 1
+            zero_filled = batch.rewards[rows].nan_to_num(0.0).double().numpy()
+            wrong = (zero_filled - zero_filled.mean()) / zero_filled.std(ddof=1)
+            assert not np.allclose(wrong[batch.scorable[rows].numpy()], want, atol=1e-3)
+    assert mixed >= 1
+
+
+def test_collector_state_resumes_the_next_block(policy, examples):
+    cfg = CollectConfig(prompts_per_step=5, completions_per_prompt=3, max_new_tokens=10)
+    a = TextCollector(policy, examples, RewardGuard(length_reward_or_none), cfg, seed=7)
+    first = a.collect()
+    assert first.num_steps == 15 and first.completion_ids.shape[0] == 15
+    assert torch.equal(first.group_index, torch.arange(5).repeat_interleave(3))
+    state = a.state_dict()
+    b = TextCollector(policy, examples, RewardGuard(length_reward_or_none), cfg, seed=7)
+    b.load_state_dict(state)
+    nxt_a, nxt_b = a.collect(), b.collect()
+    assert torch.equal(nxt_a.completion_ids, nxt_b.completion_ids)
+    assert torch.equal(nxt_a.prompt_ids, nxt_b.prompt_ids)
+    assert not torch.equal(nxt_a.prompt_ids, first.prompt_ids)
+    with pytest.raises(ValueError, match="seed"):
+        TextCollector(policy, examples, length_reward_or_none, cfg, seed=8).load_state_dict(state)
+
+
+def test_dynamic_sampling_keeps_informative_groups_and_refills(policy, examples):
+    def half_tied(prompts, completions, metadata):  # prompts with an even first digit always score 1
+        return [1.0 if int(p[5]) % 2 == 0 else (_code(c) % 11) / 10.0
+                for p, c in zip(prompts, completions)]
+
+    cfg = CollectConfig(prompts_per_step=6, completions_per_prompt=4, max_new_tokens=10, dynamic_sampling=True,
+                        max_refill_rounds=6)
+    batch = TextCollector(policy, examples, half_tied, cfg, seed=1).collect()
+    assert batch.num_groups == 6 and batch.rewards.shape[0] == 24
+    assert batch.num_steps > 24  # dropped groups were sampled too
+    for g in range(6):
+        r = batch.rewards[batch.group_index == g]
+        assert float(r.max() - r.min()) > 1e-6
+    assert batch.metrics["stats/tied_group_frac"] > 0.2
+
+
+def _toy_batch(finish=(1, 0, 1, 1), calls=(0, 2, 1, 3), correct=(1.0, 1.0, 0.0, 1.0)) -> TextRollout:
+    """2 groups x 2 completions, N = 5 tokens, lengths 5, 5, 3, 2."""
+    lengths = torch.tensor([5, 5, 3, 2])
+    mask = torch.arange(5)[None] < lengths[:, None]
+    ids = torch.full((4, 5), 20) * mask
+    ids[0, 1] = 30
+    c = torch.tensor(correct)
+    return TextRollout(prompt_ids=torch.ones(4, 2, dtype=torch.long), prompt_mask=torch.ones(4, 2, dtype=torch.bool),
+                       completion_ids=ids, completion_mask=mask, loss_mask=mask.clone(), logprobs=torch.zeros(4, 5),
+                       rewards=c.clone(), scorable=torch.ones(4, dtype=torch.bool),
+                       components={"correct": c, "format": torch.tensor([1.0, 1.0, 0.0, 1.0])},
+                       group_index=torch.tensor([0, 0, 1, 1]), finish_reason=torch.tensor(finish),
+                       num_tool_calls=torch.tensor(calls), num_steps=4, metrics={})
+
+
+def test_overlong_soft_penalty_and_filter(policy):
+    batch = _toy_batch()
+    soft = _core(policy, overlong="soft", overlong_cache=2, collect={"max_new_tokens": 5})
+    want = batch.rewards + shaping.overlong_penalty(torch.tensor([5, 5, 3, 2]), 5, 2)
+    assert torch.allclose(soft.shaped_rewards(batch), want)
+    assert soft.shaped_rewards(batch)[0] == pytest.approx(1.0 - 1.0)  # (3 - 5) / 2 = -1 at the limit
+    filt = _core(policy, overlong="filter")
+    mask = filt.loss_mask(batch)
+    assert not mask[1].any() and torch.equal(mask[0], batch.loss_mask[0])
+
+
+def test_otc_tool_call_reward(policy):
+    batch = _toy_batch()
+    core = _core(policy, tool_call_reward=True, otc_c=1.0)
+    got = core.shaped_rewards(batch)
+    # group 0: both correct, fewest calls 0 -> optimal n = 0; group 1: only row 3 correct with 3 calls
+    want = torch.tensor([1.0, math.cos(2 * math.pi / 5), 0.0, 1.0])
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_length_penalty_and_selective_mask(policy):
+    batch = _toy_batch()
+    core = _core(policy, length_penalty=0.5, mask_token_ids=[30], collect={"max_new_tokens": 5})
+    want = torch.tensor([1.0 - 0.5, 1.0 - 0.5, 0.0, 1.0 - 0.5 * 2 / 5])
+    assert torch.allclose(core.shaped_rewards(batch), want)
+    mask = core.loss_mask(batch)
+    assert not mask[0, 1] and int(mask.sum()) == int(batch.loss_mask.sum()) - 1
+
+
+def test_difficulty_scaled_advantages(policy):
+    batch = _toy_batch()
+    plain, scaled = _core(policy), _core(policy, difficulty_scaling=True)
+    a, b = plain.prepare(batch)["adv"], scaled.prepare(batch)["adv"]
+    # group 0 ties (advantage 0 either way); group 1 is harder (accuracy 0.5, format 0.5)
+    w = shaping.difficulty_weights(torch.tensor([0.0, 0.5]), torch.tensor([0.0, 0.5]), 1.0, 1.0, 0.25)
+    assert torch.allclose(b, a * w[batch.group_index])
+    assert float(w[1]) > float(w[0])
+
+
+def test_running_mean_baseline_is_state(policy):
+    core = _core(policy, advantage="running_mean", baseline_decay=0.5)
+    batch = _toy_batch()
+    first = core.advantages(batch.rewards, batch)
+    assert torch.allclose(first, batch.rewards)  # no baseline before the first batch
+    second = core.advantages(batch.rewards, batch)
+    assert torch.allclose(second, batch.rewards - 0.75)  # bias-corrected EMA of the batch mean 0.75
+    state = core.state_dict()
+    other = _core(policy, advantage="running_mean", baseline_decay=0.5)
+    other.load_state_dict(state)
+    assert torch.equal(other.ema, core.ema) and int(other.ema_steps) == 2
