@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from policyopt.algos import dqn, grpo, lm_ppo, lm_reinforce, loop, remax, rloo, sac
+from policyopt.algos import dqn, grpo, lm_ppo, lm_reinforce, loop, remax, rloo, sac, sarsa
 from policyopt.algos.a2c import A2C, A2CConfig
 from policyopt.algos.dqn import DQN, DQNConfig
 from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
@@ -18,6 +18,7 @@ from policyopt.algos.lm_ppo import LMPPO, LMPPOConfig
 from policyopt.algos.ppo import PPO, PPOConfig
 from policyopt.algos.reinforce import Reinforce, ReinforceConfig
 from policyopt.algos.sac import SAC, SACConfig
+from policyopt.algos.sarsa import SARSA, SARSAConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ REGISTRY: dict[str, AlgoSpec] = {
     "sac": AlgoSpec("sac", SACConfig, SAC, "replay",
                     "SAC: twin critics, auto temperature, squashed Gaussian / discrete (Haarnoja et al., 2018)",
                     sac.build),
+    "sarsa": AlgoSpec("sarsa", SARSAConfig, SARSA, "online",
+                      "SARSA / expected SARSA, tabular or Q-network (Rummery & Niranjan, 1994)", sarsa.build),
     # --- language-model RL (issue 4) ---
     "grpo": AlgoSpec("grpo", GRPOConfig, LMPolicyGradient, "text",
                      "GRPO family: GRPO, Dr.GRPO, DAPO, GSPO, GRPO-D, reward shaping (Shao et al., 2024)",
@@ -69,4 +72,4 @@ REGISTRY: dict[str, AlgoSpec] = {
 }
 
 __all__ = ["A2C", "A2CConfig", "DQN", "DQNConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig",
-           "SAC", "SACConfig", "AlgoSpec"]
+           "SAC", "SACConfig", "SARSA", "SARSAConfig", "AlgoSpec"]

@@ -138,13 +138,18 @@ class ReplayBuffer:
         self.spec = spec
         rows, n = spec.capacity // spec.num_envs, spec.num_envs
         self.rows = rows
-        self.obs = torch.zeros(rows, n, spec.obs_dim)
-        self.next_obs = torch.zeros(rows, n, spec.obs_dim)
-        self.actions = torch.zeros(rows, n, *spec.action_shape, dtype=spec.action_dtype)
-        self.rewards = torch.zeros(rows, n)
-        self.terminated = torch.zeros(rows, n, dtype=torch.bool)
-        self.ended = torch.zeros(rows, n, dtype=torch.bool)
-        self.next_mask = None if spec.mask_dim is None else torch.ones(rows, n, spec.mask_dim, dtype=torch.bool)
+        # numpy storage (cheap per-step writes) with torch views of the same memory (batched reads)
+        self.np: dict[str, np.ndarray] = {
+            "obs": np.zeros((rows, n, spec.obs_dim), np.float32),
+            "next_obs": np.zeros((rows, n, spec.obs_dim), np.float32),
+            "actions": torch.zeros(rows, n, *spec.action_shape, dtype=spec.action_dtype).numpy(),
+            "rewards": np.zeros((rows, n), np.float32),
+            "terminated": np.zeros((rows, n), bool), "ended": np.zeros((rows, n), bool)}
+        if spec.mask_dim is not None:
+            self.np["next_mask"] = np.ones((rows, n, spec.mask_dim), bool)
+        t = {k: torch.from_numpy(v) for k, v in self.np.items()}
+        self.obs, self.next_obs, self.actions, self.rewards = t["obs"], t["next_obs"], t["actions"], t["rewards"]
+        self.terminated, self.ended, self.next_mask = t["terminated"], t["ended"], t.get("next_mask")
         self.pos = np.zeros(n, np.int64)
         self.size = np.zeros(n, np.int64)
         self.generator = torch.Generator().manual_seed(seed)
@@ -163,21 +168,17 @@ class ReplayBuffer:
         return out
 
     # -- writing -------------------------------------------------------------------------------
-    def add(self, envs: np.ndarray, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor,
-            terminated: Tensor, ended: Tensor, next_mask: Tensor | None = None) -> None:
-        """Write one transition for each env copy in ``envs [K]`` (all inputs ``[K, ...]``)."""
+    def add(self, envs: np.ndarray, obs, actions, rewards, next_obs, terminated, ended, next_mask=None) -> None:
+        """Write one transition for each env copy in ``envs [K]``; inputs ``[K, ...]`` numpy arrays
+        (or tensors)."""
         if len(envs) == 0:
             return
         rows = self.pos[envs]
-        r, e = torch.from_numpy(rows), torch.from_numpy(envs)
-        self.obs[r, e] = obs
-        self.next_obs[r, e] = next_obs
-        self.actions[r, e] = actions.to(self.actions.dtype)
-        self.rewards[r, e] = rewards.to(torch.float32)
-        self.terminated[r, e] = terminated
-        self.ended[r, e] = ended
-        if self.next_mask is not None and next_mask is not None:
-            self.next_mask[r, e] = next_mask
+        st = self.np
+        for name, x in (("obs", obs), ("next_obs", next_obs), ("actions", actions), ("rewards", rewards),
+                        ("terminated", terminated), ("ended", ended), ("next_mask", next_mask)):
+            if x is not None and name in st:
+                st[name][rows, envs] = x.numpy() if isinstance(x, Tensor) else x
         if self.tree is not None:
             self.tree.set(rows * self.spec.num_envs + envs, np.full(len(envs), self.max_priority ** self.spec.alpha))
         self.pos[envs] = (rows + 1) % self.rows

@@ -63,6 +63,28 @@ class ReplayBatch:
         self.replay.update_priorities(indices, priorities)
 
 
+def final_observations(adapter: ObsAdapter, info: dict, end: np.ndarray, nxt: np.ndarray,
+                       nxt_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """SAME_STEP autoreset: ``nxt`` (and its mask) with the rows of ended copies replaced by their
+    true final observation from ``info["final_obs"]`` (mask from ``info["final_info"]``, else all allowed)."""
+    idx = np.flatnonzero(end)
+    final = info["final_obs"]
+    if adapter.dict_obs:
+        raw = {k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]}
+    else:
+        raw = np.stack([final[i] for i in idx])
+    final_info = info.get("final_info", {})
+    sub_info = {"action_mask": np.asarray(final_info["action_mask"])[idx]} if "action_mask" in final_info else {}
+    flat, mask = adapter(raw, sub_info)
+    stored = nxt.copy()
+    stored[idx] = flat
+    stored_mask = None
+    if nxt_mask is not None:
+        stored_mask = nxt_mask.copy()
+        stored_mask[idx] = mask if mask is not None else True
+    return stored, stored_mask
+
+
 class ReplayCollector:
     """Steps ``train_freq`` vector steps per call (``train_freq * num_envs`` env steps) with
     ``behaviour.explore``; learning starts once more than ``learning_starts`` env steps are stored.
@@ -116,17 +138,14 @@ class ReplayCollector:
         nxt, nxt_mask = self.adapter(raw, info)
         stored, stored_mask = nxt, nxt_mask
         if self.same_step and end.any():
-            stored, stored_mask = self._final(info, end, nxt, nxt_mask)
+            stored, stored_mask = final_observations(self.adapter, info, end, nxt, nxt_mask)
         r = np.asarray(r, np.float32)
         envs = np.flatnonzero(valid)
         if len(envs) == self.num_envs:
-            envs_t = slice(None)
+            self.replay.add(envs, self.obs, actions.numpy(), r, stored, term, end, stored_mask)
         else:
-            envs_t = torch.from_numpy(envs)
-        self.replay.add(envs, obs_t[envs_t], actions[envs_t], torch.from_numpy(r)[envs_t],
-                        torch.from_numpy(stored)[envs_t], torch.from_numpy(term)[envs_t],
-                        torch.from_numpy(end)[envs_t],
-                        None if stored_mask is None else torch.from_numpy(stored_mask)[envs_t])
+            self.replay.add(envs, self.obs[envs], actions.numpy()[envs], r[envs], stored[envs], term[envs], end[envs],
+                            None if stored_mask is None else stored_mask[envs])
         self.ep_return += np.where(valid, r, 0.0)
         self.ep_length += valid
         if end.any():
@@ -136,25 +155,6 @@ class ReplayCollector:
             self.ep_length[end] = 0
         self.obs, self.mask, self.prev_end = nxt, nxt_mask, end
         self.step += self.num_envs
-
-    def _final(self, info: dict, end: np.ndarray, nxt: np.ndarray, nxt_mask: np.ndarray | None):
-        """SAME_STEP: replace the rows of ended copies by their true final observation (and mask)."""
-        idx = np.flatnonzero(end)
-        final = info["final_obs"]
-        if self.adapter.dict_obs:
-            raw = {k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]}
-        else:
-            raw = np.stack([final[i] for i in idx])
-        final_info = info.get("final_info", {})
-        sub_info = {"action_mask": np.asarray(final_info["action_mask"])[idx]} if "action_mask" in final_info else {}
-        flat, mask = self.adapter(raw, sub_info)
-        stored = nxt.copy()
-        stored[idx] = flat
-        stored_mask = None
-        if nxt_mask is not None:
-            stored_mask = nxt_mask.copy()
-            stored_mask[idx] = mask if mask is not None else True
-        return stored, stored_mask
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,0 +1,55 @@
+"""SARSA / expected SARSA: the textbook cliff-walking result, function approximation, the collector's
+next actions, bad configs."""
+
+import pytest
+import torch
+
+from policyopt.runtime.config import ConfigError
+from policyopt.runtime.run import build_trainer, parse_run_config, train
+
+
+def cliff(steps: int, **sarsa) -> dict:
+    cfg = {"tabular": True, "learning_rate": 0.5, "exploration_initial_eps": 0.1, "exploration_final_eps": 0.1}
+    cfg.update(sarsa)
+    return {"algo": "sarsa", "seed": 0,
+            "env": {"id": "CliffWalking-v1", "num_envs": 4, "kwargs": {"max_episode_steps": 200}},
+            "sarsa": cfg, "trainer": {"total_steps": steps, "eval_every_steps": 0, "eval_episodes": 2,
+                                      "progress": "none", "tensorboard": False}}
+
+
+def test_tabular_sarsa_learns_the_safe_path_on_cliff_walking(tmp_path):
+    # Sutton & Barto, example 6.6: with eps = 0.1, SARSA prefers the path away from the cliff.
+    # Greedy returns: optimal (cliff edge) -13, safe detours -15 / -17; falling or looping <= -100.
+    _, record = train(cliff(20_000), run_dir=tmp_path / "sarsa")
+    assert -17 <= record["eval/return_mean"] < -13
+    _, record = train(cliff(20_000, expected=True), run_dir=tmp_path / "expected")
+    assert record["eval/return_mean"] >= -17
+
+
+def test_expected_sarsa_with_a_q_network(tmp_path):
+    torch.set_num_threads(1)
+    config = cliff(8_000, tabular=False, expected=True, learning_rate=3e-3, hidden_sizes=[32])
+    _, record = train(config, run_dir=tmp_path / "fa")
+    assert record["eval/return_mean"] >= -17
+
+
+def test_collector_pairs_each_transition_with_the_action_taken_next(tmp_path):
+    config = cliff(64, exploration_initial_eps=1.0, exploration_final_eps=1.0)
+    config["sarsa"]["train_freq"] = 8
+    trainer = build_trainer(parse_run_config(config), tmp_path / "c")
+    batch = trainer.collector.collect()
+    n = 4
+    a = batch.actions.view(8, n)
+    nxt = batch.next_actions.view(8, n)
+    ended = batch.terminated.view(8, n)      # CliffWalking never truncates within 8 steps of 200
+    assert batch.obs.shape == (32, 48) and batch.num_steps == 32
+    keep = ~ended[:-1]
+    assert torch.equal(nxt[:-1][keep], a[1:][keep])
+    assert torch.equal(batch.obs.view(8, n, 48)[1:], batch.next_obs.view(8, n, 48)[:-1])
+
+
+def test_tabular_needs_discrete_observations():
+    config = cliff(64)
+    config["env"] = {"id": "CartPole-v1", "num_envs": 2}
+    with pytest.raises(ConfigError, match="Discrete observation"):
+        build_trainer(parse_run_config(config), "/tmp/unused_sarsa_run")
