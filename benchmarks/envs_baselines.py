@@ -51,8 +51,8 @@ def run_episodes(env, act: Act, max_steps: int = 100_000, seed: int = EVAL_SEED)
     raise RuntimeError("episodes did not end")
 
 
-def ppo_policy(run_dir: Path) -> Act:
-    """Deterministic action function of the latest checkpoint of a policyopt PPO run."""
+def ppo_policy(run_dir: Path, deterministic: bool = True) -> Act:
+    """Action function (the mode, or samples if not ``deterministic``) of a policyopt PPO run's last checkpoint."""
     from policyopt.runtime import checkpoint as ckpt
     from policyopt.runtime.config import load_yaml
     from policyopt.runtime.run import build_trainer, parse_run_config
@@ -69,7 +69,7 @@ def ppo_policy(run_dir: Path) -> Act:
         mask = info.get("action_mask")
         with torch.no_grad():
             a, _, _ = policy.act(torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32)),
-                                 None if mask is None else torch.from_numpy(mask), gen, deterministic=True)
+                                 None if mask is None else torch.from_numpy(mask), gen, deterministic=deterministic)
         return policy.to_env_actions(a)
 
     return act
@@ -222,8 +222,9 @@ def mapf_rows(n: int, ppos: dict) -> list[dict]:
 
 
 # extra PPO configs per section: (config name, label in the table)
-EXTRA_PPO = {"PathPlanning": [("pathplanning_shaped", "PPO (trained with distance shaping)")],
-             "MAPF": []}
+EXTRA_PPO = {"PathPlanning": [("pathplanning_shaped", "PPO (trained with distance shaping)")]}
+# sections whose PPO policy is scored by sampling (a deterministic shared policy deadlocks head-on pairs)
+SAMPLED = {"MAPF"}
 SECTIONS = {"JobShop": ("jobshop", jobshop_rows), "LotSizing": ("lotsizing", lotsizing_rows),
             "Portfolio": ("portfolio", portfolio_rows), "RestlessBandits": ("restlessbandits", bandits_rows),
             "Bidding": ("bidding", bidding_rows), "PathPlanning": ("pathplanning", pathplanning_rows),
@@ -248,7 +249,9 @@ def main() -> None:
         if not args.skip_ppo:
             for cfg_name, label in [(config_name, "PPO")] + EXTRA_PPO.get(key, []):
                 run_dir, info = train_ppo(cfg_name, args.ppo_scale)
-                ppos[label] = (ppo_policy(run_dir), info)
+                sampled = key in SAMPLED
+                ppos[label + (" (sampled actions)" if sampled else "")] = (
+                    ppo_policy(run_dir, deterministic=not sampled), {**info, "sampled_actions": sampled})
         n = 100 if key == "JobShop" else args.episodes
         new = section(n, ppos)
         rows += new
