@@ -190,8 +190,8 @@ class PortfolioVectorEnv(NativeVectorEnv):
 
     def observed_returns(self) -> np.ndarray:
         """``[num_envs, window, n_assets]`` log returns of the ``window`` periods before the decision."""
-        idx = self.period[:, None] + np.arange(self.window)[None, :]
-        return np.take_along_axis(self.log_returns, idx[..., None], axis=1)
+        windows = np.lib.stride_tricks.sliding_window_view(self.log_returns, self.window, axis=1)
+        return windows[np.arange(self.num_envs), self.period].transpose(0, 2, 1)  # [n, k, W] -> [n, W, k]
 
     def _observe(self) -> np.ndarray:
         n = self.num_envs
