@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from policyopt.algos.dpo import PreferenceCollector
-from policyopt.algos.reward_model import (LabelledResponses, RewardModel, RewardModelConfig, RewardModelTrainer,
-                                          as_reward_fn)
+from policyopt.algos.reward_model import (
+    LabelledResponses,
+    RewardModel,
+    RewardModelConfig,
+    RewardModelTrainer,
+    as_reward_fn,
+)
 from policyopt.data.preference import PairTable, SyntheticConfig, synthetic_pairs
 from policyopt.eval.preference import pair_accuracy
 from policyopt.runtime.config import build
