@@ -90,6 +90,16 @@ class Samples:
     prompt_index: torch.Tensor
 
     @property
+    def input_ids(self) -> torch.Tensor:
+        """Prompt and completion side by side ``[B, P + N]`` (the training forward's input)."""
+        return torch.cat([self.prompt_ids, self.completion_ids], 1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """``[B, P + N]`` bool: real tokens of ``input_ids``."""
+        return torch.cat([self.prompt_mask, self.completion_mask], 1)
+
+    @property
     def completion_lengths(self) -> torch.Tensor:
         """Generated tokens per row ``[B]``."""
         return self.completion_mask.sum(-1)

@@ -72,6 +72,8 @@ def test_sampled_logprobs_equal_training_forward(kind, backend):
     # without top-k/top-p, the behaviour log-probs are the tempered model's
     torch.testing.assert_close(tempered.logprobs, s.logprobs, atol=1e-5, rtol=0)
     assert (s.raw_logprobs[~s.completion_mask] == 0).all()
+    assert s.input_ids.shape == s.attention_mask.shape == (8, 7 + 10)
+    assert s.attention_mask.sum().item() == s.prompt_mask.sum().item() + s.num_tokens
 
 
 def test_fused_and_hf_backends_agree():
