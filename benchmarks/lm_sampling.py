@@ -12,7 +12,8 @@ medians (headline) and of the best runs. The CPU is shared with other jobs, so s
 
 Rows: ``ours`` (auto backend: the fused Llama decode step), ``ours_hf_backend`` (the model's own
 forward with our preallocated cache), ``generate`` (defaults: dynamic cache) and
-``generate_static_cache`` (``cache_implementation="static"``) for reference.
+``generate_static_cache`` (``cache_implementation="static"``) for reference. With the trained weights
+(or ``--eos``) an extra realistic batch with EOS on is timed: finished rows stop costing work on our side.
 """
 
 from __future__ import annotations
@@ -99,6 +100,41 @@ def run_config(model, tok, n_prompts: int, group: int, new_tokens: int, repeats:
     return {"batch": batch, "results": rows, "ratios": ratio}
 
 
+def run_eos(model, tok, n_prompts: int, group: int, new_tokens: int, repeats: int) -> dict:
+    """Realistic RL batch: EOS on, both sides stop rows at EOS; wall time to finish the batch.
+
+    generate keeps computing finished rows (as padding) until the last row ends; ours drops them.
+    The two sides draw different samples, so lengths differ: compare seconds per batch.
+    """
+    prompts = prompts_for(tok, n_prompts)
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = (ids != tok.pad_token_id).long()
+    cfg = SamplingConfig(max_new_tokens=new_tokens, samples_per_prompt=group)
+    times: dict[str, list[float]] = {"ours": [], "generate": []}
+    tokens: dict[str, int] = {}
+    for rep in range(repeats):
+        start = time.perf_counter()
+        out = sample(model, prompts, cfg, generator=torch.Generator().manual_seed(rep), pad_token_id=tok.pad_token_id,
+                     eos_token_ids=[tok.eos_token_id])
+        times["ours"].append(time.perf_counter() - start)
+        tokens["ours"] = out.num_tokens
+        torch.manual_seed(rep)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            gen = model.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                 max_new_tokens=new_tokens, num_return_sequences=group,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        times["generate"].append(time.perf_counter() - start)
+        done = (gen[:, width:] == tok.eos_token_id).long().cumsum(1)
+        tokens["generate"] = int(((done == 0) | ((done == 1) & (gen[:, width:] == tok.eos_token_id))).sum())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"batch": {"prompts": n_prompts, "completions_per_prompt": group, "max_new_tokens": new_tokens},
+            "seconds": {k: [round(t, 4) for t in v] for k, v in times.items()},
+            "completion_tokens_last_run": tokens,
+            "batch_time_ratio_generate_over_ours_median": round(med["generate"] / med["ours"], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="8x8,1x8",
@@ -106,6 +142,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eos", action="store_true",
+                        help="also time an EOS-terminated batch (automatic when trained weights are present)")
     parser.add_argument("--out", default="benchmarks/results/lm_sampling.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,6 +164,12 @@ def main() -> None:
         r = result["ratios"]
         print(f"  ours / generate: median {r['ours_vs_generate_median']:.2f}x, best {r['ours_vs_generate_best']:.2f}x"
               f"  (target >= 3x); vs static-cache generate: {r['ours_vs_generate_static_cache_median']:.2f}x")
+    eos_mode = None
+    if args.eos or source.startswith("builtin (trained"):
+        first = args.configs.split(",")[0].lower().split("x")
+        eos_mode = run_eos(model, tok, int(first[0]), int(first[1]), args.new_tokens, args.repeats)
+        print(f"EOS on, batch time generate / ours (median): {eos_mode['batch_time_ratio_generate_over_ours_median']}x"
+              f"  tokens {eos_mode['completion_tokens_last_run']}")
     out = {
         "benchmark": "lm_sampling",
         "command": "python benchmarks/lm_sampling.py " + f"--configs {args.configs} --new-tokens {args.new_tokens} "
@@ -138,6 +182,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU shared with other jobs",
         "configs": configs,
         "headline_ratio_ours_vs_generate": configs[0]["ratios"]["ours_vs_generate_median"],
+        "eos_mode": eos_mode if eos_mode is not None else "skipped: needs the trained built-in weights (or --eos)",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
