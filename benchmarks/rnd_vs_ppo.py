@@ -14,41 +14,12 @@ PPO does not.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from seed_compare import compare, run_pair, write
 
-from policyopt.eval import report, stats
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def run_pair(name: str, configs: dict[str, str], seeds: list[int], overrides: list[str]) -> tuple[dict, dict]:
-    """Train every (label, config) on every seed into runs/bench/<name>/; returns (run dirs, seconds)."""
-    root = ROOT / "runs" / "bench" / name
-    runs, seconds = {}, {}
-    for label, config in configs.items():
-        start = time.perf_counter()
-        runs[label] = stats.run_seeds(ROOT / config, seeds, root, overrides, tag=label)
-        seconds[label] = time.perf_counter() - start
-        print(f"{label}: {len(seeds)} seeds in {seconds[label]:.0f} s", flush=True)
-    return runs, seconds
-
-
-def compare(name: str, runs: dict, seconds: dict, threshold: float | None, extra: dict) -> dict:
-    """Summary statistics (IQM + CIs, P(improvement), time to threshold), the curve PNG and the JSON."""
-    summary = report.summarize(runs, threshold)
-    report.plot_curves(runs, RESULTS / f"{name}.png", threshold=threshold)
-    out = {"benchmark": name, "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU "
-           "(other engineers' jobs ran at the same time)", "torch_threads": torch.get_num_threads(),
-           "wall_clock_s": seconds, **extra, **summary}
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
-    return out
+from policyopt.eval import stats
 
 
 def main() -> None:
@@ -68,7 +39,7 @@ def main() -> None:
     reproduced = agg["ppo+rnd"]["ci_low"] > agg["ppo"]["ci_high"] and ever["ppo+rnd"] > ever["ppo"]
     out["claim"] = "RND reaches the goal where PPO does not (Burda et al., 2018)"
     out["claim_reproduced"] = bool(reproduced)
-    (RESULTS / "rnd_vs_ppo.json").write_text(json.dumps(out, indent=2))
+    write("rnd_vs_ppo", out)
     for a in runs:
         e = agg[a]
         print(f"{a:8s} final success IQM {e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]  "

@@ -15,6 +15,8 @@ from policyopt.algos.a2c import A2C, A2CConfig
 from policyopt.algos.dqn import DQN, DQNConfig
 from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
 from policyopt.algos.lm_ppo import LMPPO, LMPPOConfig
+from policyopt.algos.pdppo import PDPPO, PDPPOConfig
+from policyopt.algos.pdppo import build as build_pdppo
 from policyopt.algos.ppo import PPO, PPOConfig
 from policyopt.algos.reinforce import Reinforce, ReinforceConfig
 from policyopt.algos.sac import SAC, SACConfig
@@ -44,6 +46,8 @@ REGISTRY: dict[str, AlgoSpec] = {
     "a2c": AlgoSpec("a2c", A2CConfig, A2C, "rollout", "A2C: n-step advantage actor-critic (Mnih et al., 2016)"),
     "reinforce": AlgoSpec("reinforce", ReinforceConfig, Reinforce, "rollout",
                           "REINFORCE with a learned baseline (Williams, 1992)"),
+    "pdppo": AlgoSpec("pdppo", PDPPOConfig, PDPPO, "rollout+post_decision",
+                      "PDPPO: PPO + post-decision-state critic, max advantage (Felizardo et al., 2024)", build_pdppo),
     "dqn": AlgoSpec("dqn", DQNConfig, DQN, "replay",
                     "DQN (+ double, dueling, n-step, prioritized replay, masks) (Mnih et al., 2015)", dqn.build),
     "sac": AlgoSpec("sac", SACConfig, SAC, "replay",
