@@ -69,8 +69,13 @@ def sb3_model(name: str, seed: int):
     return cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **suite["sb3"])
 
 
+SB3_FLUSH_DENORMAL = False  # SB3 as shipped; --sb3-flush-denormal gives it our process setting too
+
+
 def run_sb3(name: str, seed: int, budget: int, eval_every: int | None) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_flush_denormal(SB3_FLUSH_DENORMAL)  # ours sets it process-wide from its config
 
     suite = SUITES[name]
 
@@ -177,7 +182,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="quarter budgets (smoke run; thresholds may not be reached)")
     p.add_argument("--out", default=str(RESULTS / "offpolicy_vs_sb3.json"))
+    p.add_argument("--sb3-flush-denormal", action="store_true",
+                   help="also flush denormals for SB3 (ours does by default: see DQNConfig.flush_denormal)")
     args = p.parse_args()
+    global SB3_FLUSH_DENORMAL
+    SB3_FLUSH_DENORMAL = args.sb3_flush_denormal
     torch.set_num_threads(args.threads)
     names = ["dqn", "sac"] if args.suite == "all" else [args.suite]
     out_path = Path(args.out)
@@ -186,7 +195,8 @@ def main() -> None:
         results[name] = run_suite(name, args.seed, args.quick)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "torch": torch.__version__, "note": "shared 2-core machine; one run per side",
-            "command": "python benchmarks/offpolicy_vs_sb3.py" + (" --quick" if args.quick else "")}
+            "sb3_flush_denormal": args.sb3_flush_denormal, "command": "python benchmarks/offpolicy_vs_sb3.py"
+            + (" --quick" if args.quick else "") + (" --sb3-flush-denormal" if args.sb3_flush_denormal else "")}
     out_path.write_text(json.dumps({"meta": meta, "suites": results}, indent=2))
     plot(results, out_path.with_suffix(".png"))
     for name, res in results.items():
