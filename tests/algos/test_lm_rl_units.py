@@ -186,3 +186,31 @@ def test_running_mean_baseline_is_state(policy):
     other = _core(policy, advantage="running_mean", baseline_decay=0.5)
     other.load_state_dict(state)
     assert torch.equal(other.ema, core.ema) and int(other.ema_steps) == 2
+
+
+LM_CONFIGS = ("grpo_addition", "drgrpo_addition", "dapo_addition", "gspo_addition", "grpod_addition",
+              "remax_addition", "rloo_addition", "lm_reinforce_addition", "lm_ppo_addition", "loop_calculator",
+              "grpo_demo")
+
+
+@pytest.mark.parametrize("name", LM_CONFIGS)
+def test_shipped_configs_validate(name):
+    from pathlib import Path
+
+    from policyopt.runtime.config import load_yaml
+    from policyopt.runtime.run import parse_run_config
+
+    cfg = parse_run_config(load_yaml(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
+    assert cfg.algo_config.source.model == "builtin"
+    assert cfg.trainer.total_steps % (cfg.algo_config.collect.prompts_per_step
+                                      * cfg.algo_config.collect.completions_per_prompt) == 0
+
+
+def test_bad_config_names_the_key():
+    from policyopt.runtime.config import ConfigError
+    from policyopt.runtime.run import parse_run_config
+
+    with pytest.raises(ConfigError, match="grpo.collect.completions_per_prompt"):
+        parse_run_config({"algo": "grpo", "grpo": {"collect": {"completions_per_prompt": 0}}})
+    with pytest.raises(ConfigError, match="rloo.advantage"):
+        parse_run_config({"algo": "rloo", "rloo": {"advantage": "group"}})
