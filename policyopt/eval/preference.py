@@ -4,7 +4,8 @@
   the current policy and compares them with completions the *starting* policy sampled for the same
   prompts under the same random numbers, judged by the ground truth:
   ``eval/win_rate = mean P(y_policy > y_start)`` (0.5 = no change; exactly 0.5 before training,
-  because both sides then draw identical samples).
+  because both sides then draw identical samples). On cyclic (intransitive) truths also
+  ``eval/worst_case_win_rate`` (:func:`worst_case_win_rate`), the criterion Nash methods optimise.
 - :func:`pair_accuracy` and :func:`calibration` score a reward model on labelled pairs: accuracy of
   ``r(chosen) > r(rejected)``, and the expected calibration error (ECE, Guo et al., 2017) of the
   Bradley-Terry probability ``sigma(r_c - r_r)`` against the outcome (a label or the true probability).
@@ -89,7 +90,21 @@ class WinRateEvaluator:
         if self.truth.kind == "utility":
             out["eval/true_reward"] = float(self.truth.reward(texts).mean())
             out["eval/start_true_reward"] = float(self.truth.reward(self.reference).mean())
+        else:
+            out["eval/worst_case_win_rate"] = worst_case_win_rate(self.truth, texts)
         return out
+
+
+def worst_case_win_rate(truth: Any, texts: Sequence[str]) -> float:
+    """Cyclic truth: the policy's lowest win rate against the three *pure* opponents (every character of
+    one class, same length as each sample). A Nash policy scores 0.5; a policy that exploits a skewed
+    opponent is itself exploitable and scores less. (1 - this) bounds its exploitability from below."""
+    rates = []
+    for k in range(3):
+        letter = truth.alphabet[k]
+        opponents = [letter * max(len(t), truth.min_len) for t in texts]
+        rates.append(float(truth.preference(list(texts), opponents).mean()))
+    return min(rates)
 
 
 def pair_accuracy(reward_chosen: Any, reward_rejected: Any, flipped: Any = None) -> float:
@@ -115,4 +130,5 @@ def calibration(reward_chosen: Any, reward_rejected: Any, outcome: Any, bins: in
             "mean_confidence": float(np.mean(np.maximum(p, 1 - p))), "bins_used": float((count > 0).sum())}
 
 
-__all__ = ["WinRateConfig", "WinRateEvaluator", "calibration", "pair_accuracy", "sample_texts", "win_rate_config"]
+__all__ = ["WinRateConfig", "WinRateEvaluator", "calibration", "pair_accuracy", "sample_texts", "win_rate_config",
+           "worst_case_win_rate"]

@@ -1,0 +1,366 @@
+"""Online and self-play preference optimisation: fresh samples judged by an oracle or a reward model.
+
+Each update samples ``G`` completions for each of ``P`` prompts from the *current* policy
+(:class:`OnlinePairCollector`), asks a judge for the ``[P, G, G]`` matrix of preference
+probabilities, and takes one step of ``method`` (losses from :mod:`policyopt.losses.preference`):
+
+============== ============================================================================= ===
+``online_dpo`` DPO on the (winner, loser) of each group, as labelled by the judge                G=2
+               (online / on-policy DPO; Guo et al., 2024, "Direct Language Model Alignment from
+               Online AI Feedback")
+``online_ipo`` IPO with the judge's soft label :math:`p` (Calandriello et al., 2024)              G=2
+``spo``        self-play: reward = win rate against the other samples of the group               G>=2
+               (:func:`~policyopt.losses.preference.win_rate_rewards`), REINFORCE with the group
+               mean as baseline (Swamy et al., 2024, "A Minimaximalist Approach to RLHF")
+``inpo``       INPO's loss against the previous iterate :math:`\\pi_t`, refreshed every            G=2
+               ``iteration_updates`` updates (Zhang et al., 2024)
+``egpo``       online IPO with extragradient steps (plain SGD, ``learning_rate``; Zhou et al.,   G=2
+               2025, "Extragradient Preference Optimization")
+============== ============================================================================= ===
+
+The judge is any object with ``preference(prompts, a, b) -> [B]`` probabilities:
+:class:`TruthJudge` (a known :class:`~policyopt.data.preference.GroundTruth`, possibly intransitive)
+or :class:`RewardJudge` (any ``RewardFn``, e.g. a trained reward model from
+:func:`policyopt.algos.reward_model.as_reward_fn`, turned into Bradley-Terry probabilities).
+SPO and INPO/EGPO need no transitive structure, so they stay sound on cyclic preferences.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pydantic
+import torch
+
+from policyopt.losses import preference as L
+from policyopt.runtime.config import configclass
+
+
+@configclass
+class OnlinePrefConfig:
+    method: Literal["online_dpo", "online_ipo", "spo", "inpo", "egpo"] = "online_dpo"
+    """Objective (see the module docstring)."""
+    beta: Annotated[float, pydantic.Field(gt=0)] = 0.1
+    """DPO's beta; IPO/EGPO's tau; INPO's eta."""
+    inpo_tau: Annotated[float, pydantic.Field(gt=0)] = 0.05
+    """INPO: KL strength towards the reference (0 < tau <= eta = beta)."""
+    iteration_updates: Annotated[int, pydantic.Field(ge=1)] = 5
+    """INPO: updates per iteration (the previous iterate pi_t is refreshed after this many)."""
+    spo_kl_coef: Annotated[float, pydantic.Field(ge=0)] = 0.0
+    """SPO: coefficient of a k1 KL penalty to the reference in the reward."""
+    prompts_per_step: Annotated[int, pydantic.Field(ge=1)] = 16
+    """Prompts sampled per update."""
+    completions_per_prompt: Annotated[int, pydantic.Field(ge=2)] = 2
+    """Completions per prompt (G); pairwise methods use exactly 2."""
+    temperature: Annotated[float, pydantic.Field(gt=0)] = 1.0
+    """Sampling temperature."""
+    max_new_tokens: Annotated[int, pydantic.Field(ge=0)] = 0
+    """Generation budget (0: the synthetic truth's longest completion)."""
+    learning_rate: Annotated[float, pydantic.Field(gt=0)] = 1e-3
+    """AdamW learning rate (EGPO: the plain extragradient step size)."""
+    max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
+    """Clip the global gradient norm (0 disables)."""
+    judge: Literal["truth", "truth_reward"] = "truth"
+    """CLI judge: the synthetic preference oracle, or its reward through Bradley-Terry (a RewardFn)."""
+    model: str = "builtin"
+    """``builtin`` or a local model directory."""
+    synthetic: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields of :class:`policyopt.data.preference.SyntheticConfig` (prompts and truth)."""
+    eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields of :class:`policyopt.eval.preference.WinRateConfig`."""
+
+
+MethodName = Literal["online_dpo", "online_ipo", "spo", "inpo", "egpo"]
+
+
+@configclass
+class SPOConfig(OnlinePrefConfig):
+    """SPO preset of :class:`OnlinePrefConfig` (groups of 4)."""
+
+    method: MethodName = "spo"
+    """Objective (see the module docstring)."""
+    completions_per_prompt: Annotated[int, pydantic.Field(ge=2)] = 4
+    """Completions per prompt (G)."""
+
+
+@configclass
+class INPOConfig(OnlinePrefConfig):
+    """INPO preset of :class:`OnlinePrefConfig`."""
+
+    method: MethodName = "inpo"
+    """Objective (see the module docstring)."""
+
+
+@configclass
+class EGPOConfig(OnlinePrefConfig):
+    """EGPO preset of :class:`OnlinePrefConfig` (plain SGD extragradient steps need a larger step)."""
+
+    method: MethodName = "egpo"
+    """Objective (see the module docstring)."""
+    learning_rate: Annotated[float, pydantic.Field(gt=0)] = 0.05
+    """Extragradient step size (plain SGD)."""
+
+
+# ------------------------------------------------------------------------------------------ judges
+
+
+class TruthJudge:
+    """A known (possibly intransitive) preference as a judge."""
+
+    def __init__(self, truth: Any):
+        self.truth = truth
+
+    def preference(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        return self.truth.preference(a, b)
+
+
+class RewardJudge:
+    """A ``RewardFn`` as a judge: :math:`P(a > b) = \\sigma((r_a - r_b) / T)`; unscorable (None/NaN) -> 0.5."""
+
+    def __init__(self, reward_fn: Any, temperature: float = 1.0):
+        self.reward_fn, self.temperature = reward_fn, temperature
+
+    def preference(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        def score(texts):
+            return np.array([np.nan if r is None else float(r) for r in self.reward_fn(list(prompts), list(texts))])
+
+        d = (score(a) - score(b)) / self.temperature
+        return np.where(np.isfinite(d), 1.0 / (1.0 + np.exp(-np.nan_to_num(d))), 0.5)
+
+
+# --------------------------------------------------------------------------------------- collector
+
+
+@dataclass(frozen=True)
+class OnlineGroups:
+    """``P`` groups of ``G`` sampled completions: token tensors ``[P*G, ...]`` (grouped by prompt),
+    ``texts`` decoded completions, ``preferences [P, G, G]`` (``[p, i, j] = P(y_i > y_j)``)."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+    preferences: torch.Tensor
+    num_steps: int
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask
+
+
+class OnlinePairCollector:
+    """Samples ``G`` completions per prompt from the current policy and asks ``judge`` for preferences.
+
+    Prompt order: seeded epoch permutations; sampling: its own ``torch.Generator``. Both are in
+    ``state_dict`` for exact resume. ``num_steps`` of a batch = completions sampled.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], judge: Any,
+                 prompts_per_step: int, group: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0):
+        if not prompts:
+            raise ValueError("OnlinePairCollector needs prompts")
+        self.model, self.tokenizer, self.prompts, self.judge = model, tokenizer, list(prompts), judge
+        self.per_step, self.group, self.seed = prompts_per_step, group, seed
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.prompts))
+
+    def _next_prompts(self) -> list[str]:
+        out: list[str] = []
+        while len(out) < self.per_step:
+            take = self._order[self.position:self.position + self.per_step - len(out)]
+            out.extend(self.prompts[int(i)] for i in take)
+            self.position += take.size
+            if self.position >= len(self.prompts):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        return out
+
+    def collect(self) -> OnlineGroups:
+        from policyopt.lm.sampling import SamplingConfig, sample
+
+        prompts, g = self._next_prompts(), self.group
+        tok = self.tokenizer
+        cfg = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, samples_per_prompt=g)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        s = sample(self.model, [list(x) for x in tok(prompts)["input_ids"]], cfg, generator=self.generator,
+                   pad_token_id=int(pad), eos_token_ids=[int(tok.eos_token_id)])
+        texts = tok.batch_decode(s.completion_lists(), skip_special_tokens=True)
+        groups = [texts[i * g:(i + 1) * g] for i in range(len(prompts))]
+        a = [x[i] for x in groups for i in range(g) for _ in range(g)]
+        b = [x[j] for x in groups for _ in range(g) for j in range(g)]
+        rep = [p for p in prompts for _ in range(g * g)]
+        prefs = torch.as_tensor(self.judge.preference(rep, a, b), dtype=torch.float32).reshape(len(prompts), g, g)
+        return OnlineGroups(s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask, texts, prefs,
+                            len(texts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
+                "generator": self.generator.get_state().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+        self.generator.set_state(state["generator"])
+
+
+# --------------------------------------------------------------------------------------- algorithm
+
+
+def _seq_logps(model: torch.nn.Module, batch: OnlineGroups) -> torch.Tensor:
+    from policyopt.algos.dpo import sequence_logps
+
+    return sequence_logps(model, *batch.rows())
+
+
+class OnlinePreference:
+    """``update(OnlineGroups) -> metrics`` for every ``method`` of :class:`OnlinePrefConfig`.
+
+    ``model``: the policy; ``reference``: a frozen model (the starting policy). INPO keeps a frozen
+    copy of the previous iterate. Owns the optimizer (AdamW; EGPO uses plain extragradient steps).
+    """
+
+    batch_geometry = ("prompts_per_step", "completions_per_prompt")
+
+    def __init__(self, config: OnlinePrefConfig, model: torch.nn.Module, reference: torch.nn.Module):
+        pairwise = config.method != "spo"
+        if pairwise and config.completions_per_prompt != 2:
+            raise ValueError(f"method {config.method!r} is pairwise: completions_per_prompt must be 2")
+        if config.method == "inpo" and config.inpo_tau > config.beta:
+            raise ValueError(f"INPO needs inpo_tau <= beta (eta), got {config.inpo_tau} > {config.beta}")
+        self.config, self.model, self.reference = config, model, reference.eval()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate)
+        self.previous = copy.deepcopy(model).eval() if config.method == "inpo" else None
+        self.num_updates = 0
+
+    def _pair_terms(self, batch: OnlineGroups) -> tuple[torch.Tensor, ...]:
+        """Policy and reference log-probs of rows 0 and 1 of each group, and ``p = P(y_0 > y_1)``."""
+        lp = _seq_logps(self.model, batch).reshape(-1, 2)
+        with torch.no_grad():
+            ref = _seq_logps(self.reference, batch).reshape(-1, 2)
+        return lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], batch.preferences[:, 0, 1]
+
+    def loss(self, batch: OnlineGroups) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        if c.method == "spo":
+            return self._spo_loss(batch)
+        pa, pb, ra, rb, p = self._pair_terms(batch)
+        if c.method in ("online_ipo", "egpo"):
+            return L.online_ipo_loss(pa, pb, ra, rb, p, c.beta).mean(), {"stats/pref_mean": float(p.mean())}
+        a_wins = (p > 0.5)
+        decided = (p != 0.5).float()
+        pc, pr = torch.where(a_wins, pa, pb), torch.where(a_wins, pb, pa)
+        rc, rr = torch.where(a_wins, ra, rb), torch.where(a_wins, rb, ra)
+        if c.method == "online_dpo":
+            per = L.dpo_loss(pc, pr, rc, rr, c.beta)
+        else:
+            with torch.no_grad():
+                prev = _seq_logps(self.previous, batch).reshape(-1, 2)
+            qc, qr = torch.where(a_wins, prev[:, 0], prev[:, 1]), torch.where(a_wins, prev[:, 1], prev[:, 0])
+            per = L.inpo_loss(pc, pr, rc, rr, qc, qr, eta=c.beta, tau=c.inpo_tau)
+        loss = (per * decided).sum() / decided.sum().clamp_min(1.0)
+        return loss, {"stats/decided_frac": float(decided.mean())}
+
+    def _spo_loss(self, batch: OnlineGroups) -> tuple[torch.Tensor, dict[str, float]]:
+        c, g = self.config, self.config.completions_per_prompt
+        reward = L.win_rate_rewards(batch.preferences).reshape(-1)                     # [P*G]
+        lp = _seq_logps(self.model, batch)
+        if c.spo_kl_coef > 0:
+            with torch.no_grad():
+                reward = reward - c.spo_kl_coef * (lp.detach() - _seq_logps(self.reference, batch))
+        adv = reward.reshape(-1, g)
+        adv = (adv - adv.mean(1, keepdim=True)).reshape(-1)
+        return -(adv * lp).mean(), {"reward/win_rate_mean": float(reward.mean())}
+
+    def _grads(self, batch: OnlineGroups) -> list[torch.Tensor]:
+        loss, _ = self.loss(batch)
+        grads = torch.autograd.grad(loss, self.params)
+        limit = self.config.max_grad_norm
+        if limit > 0:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))
+            grads = [x * min(1.0, limit / (float(norm) + 1e-6)) for x in grads]
+        return list(grads)
+
+    def _extragradient(self, batch: OnlineGroups) -> None:
+        def grad_at(values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+            with torch.no_grad():
+                for p, v in zip(self.params, values):
+                    p.copy_(v)
+            return self._grads(batch)
+
+        start = [p.detach().clone() for p in self.params]
+        new = L.extragradient_step(start, grad_at, self.config.learning_rate)
+        with torch.no_grad():
+            for p, v in zip(self.params, new):
+                p.copy_(v)
+
+    def update(self, batch: OnlineGroups) -> dict[str, float]:
+        self.model.train()
+        c = self.config
+        loss, stats = self.loss(batch)
+        if c.method == "egpo":
+            self._extragradient(batch)
+            norm = 0.0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, limit))
+            self.optimizer.step()
+        self.num_updates += 1
+        if self.previous is not None and self.num_updates % c.iteration_updates == 0:
+            self.previous.load_state_dict(self.model.state_dict())
+        return {f"loss/{c.method}": float(loss.detach()), "stats/grad_norm": norm, **stats}
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {"model": {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad},
+               "optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates}
+        if self.previous is not None:
+            out["previous"] = {k: v.detach().clone() for k, v in self.previous.state_dict().items()}
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from policyopt.algos.dpo import load_trainable
+
+        load_trainable(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
+        if self.previous is not None:
+            self.previous.load_state_dict(state["previous"])
+
+
+def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
+    """Registry builder for ``algo: online_dpo | spo | inpo | egpo`` on synthetic preferences."""
+    from policyopt.data.preference import SyntheticConfig, make_truth, synthetic_prompts
+    from policyopt.eval.preference import WinRateEvaluator, win_rate_config
+    from policyopt.runtime.config import build as build_config
+    from policyopt.runtime.seeding import derive_seed
+    from policyopt.runtime.text_source import load_model
+
+    cfg = run_config.algo_config
+    model, tok = load_model(cfg.model)
+    reference, _ = load_model(cfg.model)
+    syn = build_config(SyntheticConfig, cfg.synthetic, f"{run_config.algo}.synthetic")
+    truth = make_truth(syn)
+    judge = TruthJudge(truth) if cfg.judge == "truth" else RewardJudge(truth.as_reward_fn(), 0.1)
+    evaluator = WinRateEvaluator.from_synthetic(model, tok, truth, syn, win_rate_config(cfg.eval),
+                                                derive_seed(run_config.seed, "eval"))
+    collector = OnlinePairCollector(model, tok, synthetic_prompts(syn), judge, cfg.prompts_per_step,
+                                    cfg.completions_per_prompt, cfg.max_new_tokens or truth.max_len, cfg.temperature,
+                                    derive_seed(run_config.seed, "sampler"))
+    return OnlinePreference(cfg, model, reference), collector, evaluator
+
+
+__all__ = ["EGPOConfig", "INPOConfig", "OnlineGroups", "OnlinePairCollector", "OnlinePrefConfig", "OnlinePreference",
+           "RewardJudge", "SPOConfig", "TruthJudge", "build"]
