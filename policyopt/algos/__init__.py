@@ -10,7 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from policyopt.algos import dqn, grpo, lm_ppo, lm_reinforce, loop, remax, rloo, sac, sarsa
+from policyopt.algos import (
+    dpo,
+    dqn,
+    grpo,
+    lm_ppo,
+    lm_reinforce,
+    loop,
+    online_pref,
+    remax,
+    reward_model,
+    rloo,
+    sac,
+    sarsa,
+)
 from policyopt.algos.a2c import A2C, A2CConfig
 from policyopt.algos.dqn import DQN, DQNConfig
 from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
@@ -73,6 +86,30 @@ REGISTRY: dict[str, AlgoSpec] = {
                      "LOOP: PPO + leave-one-out advantages, no critic, multi-turn TextEnv (Chen et al., 2025)",
                      loop.build),
     # --- end language-model RL ---
+    # --- preference optimization (issue 5) ---
+    "dpo": AlgoSpec("dpo", dpo.DPOConfig, dpo.OfflinePreference, "preference",
+                    "DPO family: DPO, cDPO, robust DPO, IPO, SLiC-HF (Rafailov et al., 2023)", dpo.build),
+    "ipo": AlgoSpec("ipo", dpo.IPOConfig, dpo.OfflinePreference, "preference",
+                    "IPO: squared preference loss (Azar et al., 2023)", dpo.build),
+    "slic": AlgoSpec("slic", dpo.SLiCConfig, dpo.OfflinePreference, "preference",
+                     "SLiC-HF: hinge calibration (Zhao et al., 2023)", dpo.build),
+    "rrhf": AlgoSpec("rrhf", dpo.RRHFConfig, dpo.OfflinePreference, "preference",
+                     "RRHF: ranking responses (Yuan et al., 2023)", dpo.build),
+    "lipo": AlgoSpec("lipo", dpo.LiPOConfig, dpo.OfflinePreference, "preference",
+                     "LiPO-lambda and listwise losses (Liu et al., 2024)", dpo.build),
+    "online_dpo": AlgoSpec("online_dpo", online_pref.OnlinePrefConfig, online_pref.OnlinePreference, "online_pref",
+                           "Online DPO / IPO on fresh pairs judged by an oracle or RM (Guo et al., 2024)",
+                           online_pref.build),
+    "spo": AlgoSpec("spo", online_pref.SPOConfig, online_pref.OnlinePreference, "online_pref",
+                    "SPO: self-play win-rate rewards (Swamy et al., 2024)", online_pref.build),
+    "inpo": AlgoSpec("inpo", online_pref.INPOConfig, online_pref.OnlinePreference, "online_pref",
+                     "INPO: iterative Nash policy optimization (Zhang et al., 2024)", online_pref.build),
+    "egpo": AlgoSpec("egpo", online_pref.EGPOConfig, online_pref.OnlinePreference, "online_pref",
+                     "EGPO: extragradient online IPO (Zhou et al., 2025)", online_pref.build),
+    "reward_model": AlgoSpec("reward_model", reward_model.RewardModelRunConfig, reward_model.RewardModelTrainer,
+                             "preference", "Bradley-Terry reward models, ensembles, preference strength "
+                             "(Ouyang et al., 2022; Wang et al., 2024)", reward_model.build),
+    # --- end preference optimization ---
 }
 
 __all__ = ["A2C", "A2CConfig", "DQN", "DQNConfig", "PPO", "PPOConfig", "REGISTRY", "Reinforce", "ReinforceConfig",
