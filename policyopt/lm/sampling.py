@@ -6,12 +6,12 @@ once with the model's own forward pass, copies the keys/values into a preallocat
 no per-step ``torch.cat`` of a growing cache, which is where ``model.generate`` spends most of its
 time on CPU) and decodes one token per step for the whole batch:
 
-- ``backend="fused"`` (Llama / Qwen2 / Mistral-style models, also with LoRA adapters, merged into the
-  step's weights or left out under ``disable_adapter()``): a lean decode step
-  written against the model's weights (fused QKV and gate/up projections, grouped-query attention
-  without repeating keys, one precomputed rotary table); ``"hf"``: the model's own forward with the
-  preallocated cache (any architecture using the ``transformers`` cache API: GPT-2, Llama, Qwen2,
-  ...); ``"auto"`` picks ``fused`` when the model supports it;
+- ``backend="fused"`` (Llama / Qwen2 / Mistral-style models, plain or with peft LoRA adapters): a lean
+  decode step written against the model's weights (fused QKV and gate/up projections, grouped-query
+  attention without repeating keys, one precomputed rotary table, LoRA deltas merged in, or left out
+  under ``disable_adapter()``); ``"hf"``: the model's own forward with the preallocated cache (any
+  architecture using the ``transformers`` cache API: GPT-2, Llama, Qwen2, ...); ``"auto"`` picks
+  ``fused`` when the model supports it;
 - rows that finished (EOS or stop string) are dropped from the batch once the live fraction falls
   under ``compact_fraction``, so finished sequences stop costing work;
 - stop strings are matched on token ids with an Aho-Corasick automaton over the vocabulary
@@ -313,9 +313,9 @@ def fused_supported(model: torch.nn.Module) -> str | None:
         return f"rope_type {rope!r} is not one of {_STATIC_ROPE}"
     for i, layer in enumerate(hf.model.layers):
         for name in _PROJECTIONS:
-            if linear_params(layer.get_submodule(name)) is None:
+            if linear_params(layer.get_submodule(name), merge=False) is None:
                 return f"layers.{i}.{name} is a {type(layer.get_submodule(name)).__name__}, not a plain/LoRA Linear"
-    if linear_params(hf.lm_head) is None:
+    if linear_params(hf.lm_head, merge=False) is None:
         return f"lm_head is a {type(hf.lm_head).__name__}, not a plain/LoRA Linear"
     return None
 
@@ -324,11 +324,12 @@ _PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "sel
                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-def linear_params(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+def linear_params(module: torch.nn.Module, merge: bool = True) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """Effective ``(weight [out, in], bias)`` of a ``nn.Linear`` or a peft LoRA ``Linear``, else None.
 
     LoRA: ``W + sum_a scaling_a * B_a @ A_a`` over the active adapters, or the base weight when the
     adapters are disabled (``policy.reference()``) or merged. DoRA / variants / adapter biases: None.
+    ``merge=False`` only checks support (returns the base weight).
     """
     if type(module) is torch.nn.Linear:
         return module.weight, module.bias
@@ -344,7 +345,8 @@ def linear_params(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor |
         if module.use_dora.get(name) or getattr(module, "lora_variant", {}).get(name) is not None \
                 or module.lora_B[name].bias is not None:
             return None
-        weight = weight + module.scaling[name] * (module.lora_B[name].weight @ module.lora_A[name].weight)
+        if merge:
+            weight = weight + module.scaling[name] * (module.lora_B[name].weight @ module.lora_A[name].weight)
     return weight, base.bias
 
 
