@@ -315,6 +315,8 @@ def fused_supported(model: torch.nn.Module) -> str | None:
         for name in _PROJECTIONS:
             if linear_params(layer.get_submodule(name), merge=False) is None:
                 return f"layers.{i}.{name} is a {type(layer.get_submodule(name)).__name__}, not a plain/LoRA Linear"
+    if type(hf.model.embed_tokens) is not torch.nn.Embedding:
+        return f"embed_tokens is a {type(hf.model.embed_tokens).__name__}, not a plain Embedding"
     if linear_params(hf.lm_head, merge=False) is None:
         return f"lm_head is a {type(hf.lm_head).__name__}, not a plain/LoRA Linear"
     return None
