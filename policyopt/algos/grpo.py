@@ -152,10 +152,17 @@ class LMPolicyGradient:
 
     # ----------------------------------------------------------------------------- rewards
     def shaped_rewards(self, batch: TextRollout) -> torch.Tensor:
-        """``[B]`` rewards after DAPO soft overlong penalty, length penalty and OTC (NaN stays NaN)."""
+        """``[B]`` rewards after S-GRPO serial decay, DAPO soft overlong penalty, length penalty and OTC
+        (NaN stays NaN)."""
         c, r = self.config, batch.rewards.clone()
         lengths = batch.completion_lengths
         correct = batch.components.get("correct")
+        if c.collect.group_mode == "serial":
+            if correct is None:
+                raise ValueError("serial groups (S-GRPO) need a 'correct' reward component")
+            c2d, present, slot = G.groups_from_flat(torch.nan_to_num(correct), batch.group_index)
+            decayed = shaping.serial_group_rewards(c2d > 0.5, present).reshape(-1)[slot]
+            r = torch.where(batch.scorable, decayed, r)
         if c.overlong == "soft":
             limit = self._max_new_tokens()
             r = r + shaping.overlong_penalty(lengths, limit, min(c.overlong_cache, limit))

@@ -25,7 +25,7 @@ import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
@@ -62,6 +62,14 @@ class CollectConfig:
     """Extra sampling rounds allowed per batch when dynamic sampling drops groups."""
     max_turns: Annotated[int, pydantic.Field(ge=1)] = 3
     """Policy turns per episode for multi-turn text environments."""
+    group_mode: Literal["parallel", "serial"] = "parallel"
+    """``parallel``: G independent completions per prompt. ``serial`` (S-GRPO): one sampled path per
+    prompt, cut at ``serial_exits - 1`` evenly spaced early exits (plus the full path); at each exit
+    ``exit_text`` is inserted (out of the loss) and an answer is sampled."""
+    serial_exits: Annotated[int, pydantic.Field(ge=2)] = 4
+    """Members of a serial group (early exits + the full path)."""
+    exit_text: str = "</think>"
+    """Text inserted at an early exit before the answer is sampled (S-GRPO's exit prompt)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,9 @@ class TextCollector:
         return self._merge(blocks, sampled, tokens, seconds, float(torch.stack(tied).mean()))
 
     def _sample_block(self, examples: list[Any]) -> _Block:
-        return self._episodes(examples) if self.env_factory is not None else self._completions(examples)
+        if self.env_factory is not None:
+            return self._episodes(examples)
+        return self._serial(examples) if self.config.group_mode == "serial" else self._completions(examples)
 
     def _completions(self, examples: list[Any]) -> _Block:
         """Single-turn: one sampler call for the whole block (prompts prefilled once per group)."""
@@ -259,6 +269,46 @@ class TextCollector:
         return _Block(samples.prompt_ids, samples.prompt_mask, samples.completion_ids, samples.completion_mask,
                       samples.completion_mask.clone(), samples.logprobs, samples.finish_reason,
                       torch.zeros(b, dtype=torch.long), samples.prompt_index, reward, greedy)
+
+    def _serial(self, examples: list[Any]) -> _Block:
+        """S-GRPO serial groups (Dai et al., 2025): member k of a prompt's group is the sampled path
+        cut after ``round(k * L / m)`` of its ``L`` tokens, then ``exit_text`` (masked out of the loss),
+        then a sampled answer; member ``m`` is the full path. Members are ordered by exit position."""
+        policy, m, pad = self.policy, self.config.serial_exits, self.policy.pad_token_id
+        prompt_ids = policy.encode_prompts([ex.prompt for ex in examples])
+        one = dataclasses.replace(self.sampling, samples_per_prompt=1)
+        paths = policy.sample(prompt_ids, one, self.generator)
+        exit_ids = list(policy.tokenizer(self.config.exit_text, add_special_tokens=False).input_ids)
+        seqs = paths.completion_lists()
+        cuts = [[round(k * len(y) / m) for k in range(1, m)] for y in seqs]
+        contexts = [prompt_ids[i] + seqs[i][:c] + exit_ids for i in range(len(seqs)) for c in cuts[i]]
+        answers = policy.sample(contexts, one, self.generator)
+        ans = answers.completion_lists()
+        rows, masks, lps, finish = [], [], [], []
+        for i, y in enumerate(seqs):
+            for k, c in enumerate(cuts[i]):  # early exits: path prefix, exit text, answer
+                j = i * (m - 1) + k
+                a = ans[j]
+                rows.append(y[:c] + exit_ids + a)
+                masks.append([True] * c + [False] * len(exit_ids) + [True] * len(a))
+                lps.append(paths.logprobs[i, :c].tolist() + [0.0] * len(exit_ids)
+                           + answers.logprobs[j, :len(a)].tolist())
+                finish.append(int(answers.finish_reason[j]))
+            rows.append(list(y))  # the full path closes the group
+            masks.append([True] * len(y))
+            lps.append(paths.logprobs[i, :len(y)].tolist())
+            finish.append(int(paths.finish_reason[i]))
+        width = max(1, max(len(r) for r in rows))
+        completion = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+        cmask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
+        loss_mask = torch.tensor([mk + [False] * (width - len(mk)) for mk in masks])
+        logprobs = torch.tensor([lp + [0.0] * (width - len(lp)) for lp in lps])
+        group = torch.arange(len(examples)).repeat_interleave(m)
+        texts = policy.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        rep = [ex for ex in examples for _ in range(m)]
+        reward = self.guard([ex.prompt for ex in rep], texts, [ex.metadata for ex in rep])
+        return _Block(paths.prompt_ids[group], paths.prompt_mask[group], completion, cmask, loss_mask, logprobs,
+                      torch.tensor(finish), torch.zeros(len(rows), dtype=torch.long), group, reward)
 
     def _episodes(self, examples: list[Any]) -> _Block:
         """Multi-turn: G episodes per example through :func:`policyopt.lm.textenv.rollout`."""

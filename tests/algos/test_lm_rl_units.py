@@ -214,3 +214,25 @@ def test_bad_config_names_the_key():
         parse_run_config({"algo": "grpo", "grpo": {"collect": {"completions_per_prompt": 0}}})
     with pytest.raises(ConfigError, match="rloo.advantage"):
         parse_run_config({"algo": "rloo", "rloo": {"advantage": "group"}})
+
+
+def test_serial_groups_s_grpo(policy, examples):
+    cfg = CollectConfig(prompts_per_step=4, completions_per_prompt=1, max_new_tokens=10, group_mode="serial",
+                        serial_exits=3, exit_text="<answer>")
+    batch = TextCollector(policy, examples, length_reward_or_none, cfg, seed=2).collect()
+    assert batch.completion_ids.shape[0] == 12 and batch.num_groups == 4 and batch.num_steps == 12
+    exit_id = policy.tokenizer.convert_tokens_to_ids("<answer>")
+    for g in range(4):
+        rows = (batch.group_index == g).nonzero().squeeze(1).tolist()
+        full = rows[-1]
+        n_full = int(batch.completion_mask[full].sum())
+        assert torch.equal(batch.loss_mask[full, :n_full], torch.ones(n_full, dtype=torch.bool))
+        for k, row in enumerate(rows[:-1]):
+            cut = round((k + 1) * n_full / 3)
+            assert torch.equal(batch.completion_ids[row, :cut], batch.completion_ids[full, :cut])  # same path
+            assert int(batch.completion_ids[row, cut]) == exit_id and not batch.loss_mask[row, cut]
+            assert batch.loss_mask[row, :cut].all()
+    # the algorithm turns correctness into S-GRPO's decaying serial rewards
+    toy = _toy_batch(correct=(1.0, 1.0, 0.0, 1.0))
+    core = _core(policy, collect={"group_mode": "serial", "serial_exits": 2})
+    assert torch.allclose(core.shaped_rewards(toy), torch.tensor([1.0, 0.5, 0.0, 1.0]))
