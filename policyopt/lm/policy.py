@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -141,7 +142,7 @@ class LMPolicy:
 
     def encode_prompts(self, prompts: Sequence[Prompt], *, chat: bool = False) -> list[list[int]]:
         """Token ids per prompt. A prompt is text, a list of chat messages (``{"role", "content"}``), or
-        already token ids (kept as is). With ``chat=True`` a text prompt becomes one user message.
+        already token ids (a list or 1-D tensor, kept as is). With ``chat=True`` a text prompt becomes one user message.
         Chat prompts use the chat template with the generation prompt appended.
         """
         out = []
@@ -151,8 +152,10 @@ class LMPolicy:
                 continue
             if isinstance(prompt, str):
                 prompt = [{"role": "user", "content": prompt}]
-            if len(prompt) and all(isinstance(t, int) for t in prompt):
-                out.append(list(prompt))
+            if isinstance(prompt, torch.Tensor):
+                prompt = prompt.tolist()
+            if len(prompt) and all(isinstance(t, numbers.Integral) for t in prompt):
+                out.append([int(t) for t in prompt])
                 continue
             if not getattr(self.tokenizer, "chat_template", None):
                 raise ValueError(f"prompt {i} is a chat conversation but the tokenizer has no chat template; "

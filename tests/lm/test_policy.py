@@ -49,7 +49,7 @@ def test_chat_template_and_token_prompts():
     [chat] = policy.encode_prompts([[{"role": "user", "content": "2+2"}]])
     assert tok.decode(chat) == "[user]2+2\n[assistant]"
     assert policy.encode_prompts(["2+2"], chat=True) == [chat]
-    assert policy.encode_prompts([[5, 6, 7]]) == [[5, 6, 7]]
+    assert policy.encode_prompts([[5, 6, 7], torch.tensor([8, 9])]) == [[5, 6, 7], [8, 9]]
     plain = LMPolicy(tiny_llama(tok), build_char_tokenizer())
     if not getattr(plain.tokenizer, "chat_template", None):
         with pytest.raises(ValueError, match="chat template"):
