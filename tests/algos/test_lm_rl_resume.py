@@ -62,7 +62,7 @@ def test_grpo_resume_is_bitwise_exact_across_processes(tmp_path):
     model = cached_tiny_model()
     section = {"learning_rate": 3e-4, "kl_coef": 0.02, "epochs": 2, "minibatches": 2,
                "collect": {"dynamic_sampling": True, "max_refill_rounds": 2}}
-    data = run_config("grpo", model, section, steps=5, prompts=4, group=4)
+    data = run_config("grpo", model, section, steps=8, prompts=4, group=4)
     data["trainer"].update({"eval_every_steps": 2 * PER_STEP, "checkpoint_every_steps": 0})
     dump_yaml(data, tmp_path / "config.yaml")
 
