@@ -17,6 +17,7 @@ from policyopt.algos import (
     lm_ppo,
     lm_reinforce,
     loop,
+    mpo,
     online_pref,
     remax,
     reward_model,
@@ -106,6 +107,9 @@ REGISTRY: dict[str, AlgoSpec] = {
                      "INPO: iterative Nash policy optimization (Zhang et al., 2024)", online_pref.build),
     "egpo": AlgoSpec("egpo", online_pref.EGPOConfig, online_pref.OnlinePreference, "online_pref",
                      "EGPO: extragradient online IPO (Zhou et al., 2025)", online_pref.build),
+    "mpo": AlgoSpec("mpo", mpo.MPOConfig, mpo.MPO, "preference+text",
+                    "MPO: DPO on easy pairs, then online RL on hard ones with the DPO reference (Wang et al., 2024)",
+                    mpo.build),
     "reward_model": AlgoSpec("reward_model", reward_model.RewardModelRunConfig, reward_model.RewardModelTrainer,
                              "preference", "Bradley-Terry reward models, ensembles, preference strength "
                              "(Ouyang et al., 2022; Wang et al., 2024)", reward_model.build),
