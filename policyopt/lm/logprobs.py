@@ -62,6 +62,17 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_(min=0)
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Temporarily put ``model`` in eval mode (no dropout), restoring its training flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The Hugging Face ``PreTrainedModel`` inside a peft wrapper (LoRA layers stay injected)."""
     get_base = getattr(model, "get_base_model", None)
@@ -206,5 +217,5 @@ def sequence_logprob(token_logprobs: torch.Tensor, completion_mask: torch.Tensor
     return (token_logprobs * completion_mask).sum(-1)
 
 
-__all__ = ["TokenLogProbs", "completion_logprobs", "left_pad", "position_ids", "precompute_reference_logprobs",
-           "reference_logprobs", "sequence_logprob", "body_and_head", "unwrap_model"]
+__all__ = ["TokenLogProbs", "body_and_head", "completion_logprobs", "eval_mode", "left_pad", "position_ids",
+           "precompute_reference_logprobs", "reference_logprobs", "sequence_logprob", "unwrap_model"]

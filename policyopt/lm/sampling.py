@@ -29,8 +29,7 @@ log-probs): the same seed, prompts and config give the same samples.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from policyopt.lm.logprobs import left_pad, position_ids, unwrap_model
+from policyopt.lm.logprobs import eval_mode, left_pad, position_ids, unwrap_model
 from policyopt.runtime.config import configclass
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
@@ -132,16 +131,28 @@ class StopStrings:
         n_states, vocab = len(goto), len(token_texts)
         trans = torch.zeros((n_states, vocab), dtype=torch.long)
         hit = torch.zeros((n_states, vocab), dtype=torch.bool)
+        def run(state: int, text: str) -> tuple[int, bool]:
+            matched = False
+            for ch in text:
+                while state and ch not in goto[state]:
+                    state = fail[state]
+                state = goto[state].get(ch, 0)
+                matched = matched or out[state]
+            return state, matched
+
         for v, text in enumerate(token_texts):
+            if not text:  # an empty token leaves the automaton where it is
+                trans[:, v] = torch.arange(n_states)
             if not alphabet.intersection(text):
-                continue  # every state falls back to the root, no match
+                continue  # otherwise every state falls back to the root, no match
+            # past the first character outside the stop strings' alphabet the automaton is at the root
+            # whatever the start state: run that tail once, and only the head from every state
+            cut = next((i for i, ch in enumerate(text) if ch not in alphabet), len(text))
+            tail = run(0, text[cut + 1:]) if cut < len(text) else None
             for s in range(n_states):
-                state, matched = s, False
-                for ch in text:
-                    while state and ch not in goto[state]:
-                        state = fail[state]
-                    state = goto[state].get(ch, 0)
-                    matched = matched or out[state]
+                state, matched = run(s, text[:cut])
+                if tail is not None:
+                    state, matched = tail[0], matched or tail[1]
                 trans[s, v], hit[s, v] = state, matched
         self.stop_strings = tuple(stop_strings)
         self.vocab_size = vocab
@@ -261,9 +272,6 @@ class _BufferLayer(DynamicLayer):
         self.length += new
         self._refresh()
         return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
 
     def select(self, rows: torch.Tensor) -> None:
         self.kbuf, self.vbuf = self.kbuf.index_select(0, rows), self.vbuf.index_select(0, rows)
@@ -458,17 +466,6 @@ def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None,
 
 
 # --------------------------------------------------------------------------------------- sampling
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Temporarily put ``model`` in eval mode (no dropout), restoring its training flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _prefill(model, ids: torch.Tensor, mask: torch.Tensor):
     """Run the distinct prompts once -> (last-position logits ``[Bp, V]``, per-layer (keys, values))."""
     out = model(input_ids=ids, attention_mask=mask.long(), position_ids=position_ids(mask),

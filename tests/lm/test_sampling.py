@@ -240,3 +240,29 @@ def test_absolute_position_limit_is_a_clear_error():
     model = tiny_model("gpt2")  # n_positions = 128
     with pytest.raises(ValueError, match="n_positions"):
         sample(model, [[5] * 100], SamplingConfig(max_new_tokens=40), generator=torch.Generator(), pad_token_id=PAD)
+
+
+def test_stop_automaton_matches_naive_text_search():
+    import random
+
+    rng = random.Random(0)
+    vocab = ["".join(rng.choice("ab</>xz") for _ in range(rng.randint(1, 5))) for _ in range(60)] + ["", "zz"]
+    stops = ["ab", "</a>", "bb", "x<"]
+    table = StopStrings(vocab, stops)
+    for _ in range(100):  # overlapping matches, matches across and inside tokens, empty tokens
+        seq = [rng.randrange(len(vocab)) for _ in range(30)]
+        text, owner = "", []
+        for t, v in enumerate(seq):
+            text += vocab[v]
+            owner += [t] * len(vocab[v])
+        expected = [False] * len(seq)
+        for stop in stops:
+            start = text.find(stop)
+            while start >= 0:
+                expected[owner[start + len(stop) - 1]] = True
+                start = text.find(stop, start + 1)
+        state, got = torch.zeros(1, dtype=torch.long), []
+        for v in seq:
+            state, hit = table.advance(state, torch.tensor([v]))
+            got.append(bool(hit))
+        assert got == expected
