@@ -3,14 +3,17 @@
 Three contestants, 5 seeds each, same machine, same torch thread count:
   * ``sb3``        SB3 PPO with the RL-Zoo hyper-parameters for CartPole-v1;
   * ``ours``       policyopt PPO with the shipped ``configs/ppo_cartpole.yaml``;
-  * ``ours_zoo``   policyopt PPO with SB3's exact RL-Zoo hyper-parameters (like-for-like speed).
-    ``--zoo-vectorization`` picks the env vectorisation for it (sync = like SB3's DummyVecEnv).
+  * ``ours_zoo``   policyopt PPO with SB3's exact RL-Zoo hyper-parameters and the same kind of env
+    vectorisation as SB3's DummyVecEnv (gymnasium ``sync``): like-for-like implementation speed;
+  * ``ours_zoo_native`` the same hyper-parameters on gymnasium's natively batched CartPole.
 
 Every contestant is evaluated with the same protocol: each time the env-step counter crosses a
 multiple of ``--eval-every``, 10 deterministic episodes (fixed seeds, batched) are played; the clock
 is paused meanwhile. A run stops when the mean return first reaches 475 or after ``--budget`` steps.
 Reported per contestant: median/min/max training seconds to threshold, env steps at that point,
-training env steps/s, and ratios ours/SB3. Writes JSON and a PNG of return against wall-clock.
+and ratios ours/SB3. Training throughput (env steps/s) is measured separately, like for like: each
+contestant trains a fixed ``--throughput-steps`` without evaluation or early stop, so one-time costs
+and different stopping points do not bias it. Writes JSON and a PNG of return against wall-clock.
 
     python benchmarks/classic_vs_sb3.py            # full (5 seeds)
     python benchmarks/classic_vs_sb3.py --seeds 1  # quick look
@@ -53,6 +56,32 @@ def evaluate_sb3(model, seed: int, episodes: int = 10) -> float:
     return float(ret.mean())
 
 
+def sb3_throughput(seed: int, steps: int) -> float:
+    """Env steps per second of SB3 PPO (RL-Zoo settings) training ``steps`` with no callback."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=ZOO["n_envs"], seed=seed)
+    kw = {k: v for k, v in ZOO.items() if k not in ("n_envs", "learning_rate", "clip_range")}
+    model = PPO("MlpPolicy", env, learning_rate=lambda p: p * ZOO["learning_rate"],
+                clip_range=lambda p: p * ZOO["clip_range"], seed=seed, device="cpu", verbose=0, **kw)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return model.num_timesteps / (time.perf_counter() - t0)
+
+
+def ours_throughput(seed: int, steps: int, overrides: list[str], tag: str) -> float:
+    """Env steps per second of policyopt training ``steps`` (time/train_s excludes the final eval)."""
+    from policyopt.runtime.run import train
+
+    cfg = Path(__file__).resolve().parent.parent / "configs" / "ppo_cartpole.yaml"
+    run_dir = Path("runs/bench_classic") / f"{tag}_tp_s{seed}_{time.time_ns()}"
+    _, last = train(cfg, overrides + [f"seed={seed}", f"trainer.total_steps={steps}", "trainer.eval_every_steps=0",
+                                      "trainer.progress=none", "trainer.tensorboard=false",
+                                      f"trainer.torch_threads={torch.get_num_threads()}"], run_dir=run_dir)
+    return last["step"] / last["time/train_s"]
+
+
 def run_sb3(seed: int, eval_every: int, budget: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -88,8 +117,8 @@ def run_sb3(seed: int, eval_every: int, budget: int) -> dict:
 
     env = make_vec_env("CartPole-v1", n_envs=ZOO["n_envs"], seed=seed)
     kw = {k: v for k, v in ZOO.items() if k not in ("n_envs", "learning_rate", "clip_range")}
-    model = StoppablePPO("MlpPolicy", env, learning_rate=linear(ZOO["learning_rate"]), clip_range=linear(ZOO["clip_range"]),
-                         seed=seed, device="cpu", verbose=0, **kw)
+    model = StoppablePPO("MlpPolicy", env, learning_rate=linear(ZOO["learning_rate"]),
+                         clip_range=linear(ZOO["clip_range"]), seed=seed, device="cpu", verbose=0, **kw)
     cb = EvalStop()
     model.learn(total_timesteps=budget, callback=cb)
     cb.train_s += 0.0 if getattr(model, "_stop", False) else time.perf_counter() - cb.t0
@@ -105,7 +134,7 @@ def run_ours(seed: int, eval_every: int, budget: int, overrides: list[str], tag:
     cfg = Path(__file__).resolve().parent.parent / "configs" / "ppo_cartpole.yaml"
     ov = overrides + [f"seed={seed}", f"trainer.total_steps={budget}", f"trainer.eval_every_steps={eval_every}",
                       "trainer.eval_episodes=10", f"trainer.stop_at_eval_return={THRESHOLD}", "trainer.progress=none",
-                      "trainer.tensorboard=false", "trainer.torch_threads=%d" % torch.get_num_threads()]
+                      "trainer.tensorboard=false", f"trainer.torch_threads={torch.get_num_threads()}"]
     train(cfg, ov, run_dir=run_dir)
     recs = MetricsLog.read(run_dir / "metrics.jsonl")
     curve = [(r["step"], r["time/train_s"], r["eval/return_mean"]) for r in recs if "eval/return_mean" in r]
@@ -115,8 +144,7 @@ def run_ours(seed: int, eval_every: int, budget: int, overrides: list[str], tag:
 def summarize(curve: list, steps: int, train_s: float) -> dict:
     hit = next((c for c in curve if c[2] >= THRESHOLD), None)
     return {"solved": hit is not None, "seconds_to_threshold": hit[1] if hit else None,
-            "steps_to_threshold": hit[0] if hit else None, "train_steps_per_s": steps / train_s,
-            "steps": steps, "train_s": train_s, "curve": curve}
+            "steps_to_threshold": hit[0] if hit else None, "steps": steps, "train_s": train_s, "curve": curve}
 
 
 def stats(xs: list) -> dict:
@@ -148,7 +176,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (name, runs), color in zip(results.items(), ["tab:gray", "tab:blue", "tab:orange"]):
+    for (name, runs), color in zip(results.items(), ["tab:gray", "tab:blue", "tab:orange", "tab:green"]):
         for i, r in enumerate(runs):
             xs = [c[1] for c in r["curve"]]
             ys = [c[2] for c in r["curve"]]
@@ -169,21 +197,29 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=2048)
     p.add_argument("--budget", type=int, default=100_000)
-    p.add_argument("--zoo-vectorization", default="sync", choices=["sync", "vector_entry_point"])
+    p.add_argument("--throughput-steps", type=int, default=20_480)
     p.add_argument("--out", default="benchmarks/results/classic_vs_sb3.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"sb3": [], "ours": [], "ours_zoo": []}
-    zoo = ZOO_OVERRIDES + [f"env.vectorization={args.zoo_vectorization}"]
+    results = {"sb3": [], "ours": [], "ours_zoo": [], "ours_zoo_native": []}
+    zoo = ZOO_OVERRIDES + ["env.vectorization=sync"]
+    zoo_native = ZOO_OVERRIDES + ["env.vectorization=vector_entry_point"]
     for seed in range(args.seeds):  # interleave contestants so machine noise hits all of them alike
         results["sb3"].append(run_sb3(seed, args.eval_every, args.budget))
         results["ours"].append(run_ours(seed, args.eval_every, args.budget, [], "ours"))
         results["ours_zoo"].append(run_ours(seed, args.eval_every, args.budget, zoo, "ours_zoo"))
+        results["ours_zoo_native"].append(run_ours(seed, args.eval_every, args.budget, zoo_native, "ours_zoo_native"))
+        results["sb3"][-1]["train_steps_per_s"] = sb3_throughput(seed, args.throughput_steps)
+        results["ours"][-1]["train_steps_per_s"] = ours_throughput(seed, args.throughput_steps, [], "ours")
+        results["ours_zoo"][-1]["train_steps_per_s"] = ours_throughput(seed, args.throughput_steps, zoo, "ours_zoo")
+        results["ours_zoo_native"][-1]["train_steps_per_s"] = ours_throughput(seed, args.throughput_steps, zoo_native,
+                                                                              "ours_zoo_native")
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1]['seconds_to_threshold']}s/{v[-1]['train_steps_per_s']:.0f} sps"
                                            for k, v in results.items()), flush=True)
     summary = report(results)
     meta = {"threads": args.threads, "eval_every": args.eval_every, "budget": args.budget, "seeds": args.seeds,
-            "zoo_vectorization": args.zoo_vectorization, "torch": torch.__version__}
+            "throughput_steps": args.throughput_steps,
+            "torch": torch.__version__}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=1))
