@@ -31,6 +31,13 @@ def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
         cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, pad_token_id=PAD)
         model = LlamaForCausalLM(cfg)
+    elif kind == "mistral":
+        from transformers import MistralConfig, MistralForCausalLM
+
+        cfg = MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=None,
+                            pad_token_id=PAD)
+        model = MistralForCausalLM(cfg)
     elif kind == "qwen2":
         cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, pad_token_id=PAD)
@@ -49,7 +56,7 @@ EOS_SET = list(range(60, 80))  # 20 of 102 ids: some rows stop early, others run
 
 
 @pytest.mark.parametrize("kind,backend", [("gpt2", "hf"), ("llama", "hf"), ("llama", "fused"),
-                                          ("qwen2", "hf"), ("qwen2", "fused")])
+                                          ("qwen2", "hf"), ("qwen2", "fused"), ("mistral", "fused")])
 def test_sampled_logprobs_equal_training_forward(kind, backend):
     model = tiny_model(kind)
     cfg = SamplingConfig(max_new_tokens=10, samples_per_prompt=2, backend=backend, temperature=0.7)
