@@ -6,7 +6,8 @@ style work; the dense lower-bound reward is the one of L2D (Zhang et al., "Learn
 Job Shop Scheduling via Deep RL", NeurIPS 2020).
 
 - **Instances**: a fixed one (``instance="ft06"``, ``"la01"``, a file path in OR-Library or Taillard
-  format, or a :class:`JobShopInstance`), or a fresh Taillard-style random ``n_jobs x n_machines``
+  format, or a :class:`JobShopInstance`), a list of such instances of one size (each episode draws
+  one uniformly from the copy's stream), or a fresh Taillard-style random ``n_jobs x n_machines``
   instance (durations uniform in ``[1, max_duration]``) drawn at every reset from the copy's stream.
 - **Action**: ``Discrete(n_jobs)``: the job whose next operation is appended to its machine; it starts
   at ``max(job ready, machine ready)`` (semi-active schedules, which contain an optimal one). A
@@ -47,16 +48,22 @@ class JobShopVectorEnv(NativeVectorEnv):
                     "start_times", "bound", "dispatched")
 
     def __init__(self, num_envs: int = 1, n_jobs: int = 6, n_machines: int = 6, max_duration: int = 99,
-                 instance: str | Path | JobShopInstance | None = None, breakdown_prob: float = 0.0,
+                 instance: str | Path | JobShopInstance | list | None = None, breakdown_prob: float = 0.0,
                  max_repair: int = 10, reward_scale: float | None = None,
                  autoreset_mode: str = "next_step") -> None:
         super().__init__(num_envs, autoreset_mode)
-        if instance is not None and not isinstance(instance, JobShopInstance):
-            instance = load_instance(instance)
-        self.instance = instance
-        if instance is not None:
-            n_jobs, n_machines = instance.n_jobs, instance.n_machines
-            max_duration = int(instance.durations.max())
+        pool = [] if instance is None else list(instance) if isinstance(instance, (list, tuple)) else [instance]
+        pool = [p if isinstance(p, JobShopInstance) else load_instance(p) for p in pool]
+        if pool and len({(p.n_jobs, p.n_machines) for p in pool}) > 1:
+            raise ValueError(f"instance: all instances of a pool must have one size, got "
+                             f"{sorted({(p.name, p.n_jobs, p.n_machines) for p in pool})}")
+        self.pool = pool
+        self.instance = pool[0] if len(pool) == 1 else None
+        if pool:
+            n_jobs, n_machines = pool[0].n_jobs, pool[0].n_machines
+            max_duration = max(int(p.durations.max()) for p in pool)
+            self._pool_machines = np.stack([p.machines for p in pool])
+            self._pool_durations = np.stack([p.durations for p in pool])
         self.n_jobs = check_positive_int("n_jobs", n_jobs)
         self.n_machines = check_positive_int("n_machines", n_machines)
         self.max_duration = check_positive_int("max_duration", max_duration)
@@ -81,9 +88,13 @@ class JobShopVectorEnv(NativeVectorEnv):
 
     # ------------------------------------------------------------------ dynamics
     def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None) -> None:
-        if self.instance is not None:
-            self.machines[rows] = self.instance.machines
-            self.durations[rows] = self.instance.durations
+        if len(self.pool) == 1:
+            self.machines[rows] = self._pool_machines[0]
+            self.durations[rows] = self._pool_durations[0]
+        elif self.pool:
+            pick = np.floor(self._uniform(rows, 1)[:, 0] * len(self.pool)).astype(np.int64)
+            self.machines[rows] = self._pool_machines[pick]
+            self.durations[rows] = self._pool_durations[pick]
         else:
             u = self._uniform(rows, 2 * self.n_jobs * self.n_machines)
             self.machines[rows], self.durations[rows] = random_instances(

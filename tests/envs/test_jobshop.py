@@ -163,3 +163,18 @@ def test_taillard_and_orlib_formats_agree():
         parse_taillard(text.replace("\n8 5 10", "\n8 5"), "broken")
     with pytest.raises(FileNotFoundError, match="shipped"):
         load_instance("no_such_instance")
+
+
+def test_instance_pool_draws_each_instance_and_rejects_mixed_sizes():
+    ft06 = load_instance("ft06")
+    other = parse_instance("2 2\n0 1 1 2\n1 3 0 4\n", "tiny")
+    shuffled = type(ft06)("ft06_rev", ft06.machines[::-1].copy(), ft06.durations[::-1].copy())
+    env = JobShopVectorEnv(num_envs=64, instance=[ft06, shuffled])
+    env.reset(seed=0)
+    first = np.array([np.array_equal(d, ft06.durations) for d in env.durations])
+    assert 10 < first.sum() < 54  # both instances are drawn
+    again = JobShopVectorEnv(num_envs=64, instance=["ft06", shuffled])
+    again.reset(seed=0)
+    assert np.array_equal(again.durations, env.durations)  # seeded, names or objects alike
+    with pytest.raises(ValueError, match="one size"):
+        JobShopVectorEnv(num_envs=2, instance=[ft06, other])
