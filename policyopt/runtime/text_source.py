@@ -111,16 +111,22 @@ class TextEvaluator:
         self.policy, self.examples, self.reward_fn = policy, list(examples), reward_fn
         self.max_new_tokens, self.temperature, self.samples, self.seed = max_new_tokens, temperature, samples, seed
         self.env_factory, self.max_turns = env_factory, max_turns
+        self.episodes, self.deterministic = len(self.examples), True  # ``policyopt eval`` knobs
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy accuracy and sampled reward on the first ``episodes`` held-out prompts (all by default;
+        ``policyopt eval --episodes N`` sets it; ``deterministic`` is accepted and ignored: both are reported)."""
         model = self.policy.model
         was_training = model.training
+        full = self.examples
+        self.examples = full[: self.episodes]
         try:
             if self.env_factory is not None:
                 return self._episodes()
             return self._single_turn()
         finally:
             model.train(was_training)
+            self.examples = full
 
     def _single_turn(self) -> dict[str, float]:
         from policyopt.lm.evaluate import evaluate_examples
