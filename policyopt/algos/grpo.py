@@ -41,7 +41,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 import torch
 
-from policyopt.lm.logprobs import completion_logprobs, reference_logprobs
+from policyopt.algos.lm_forward import grouped_completion_logprobs
+from policyopt.lm.logprobs import completion_logprobs
 from policyopt.losses import group as G
 from policyopt.losses import shaping
 from policyopt.losses.policy_lm import dynamic_kl_coef, kl_penalized_rewards, lm_policy_loss, selective_loss_mask
@@ -126,6 +127,8 @@ class GRPOConfig:
     """Global gradient-norm clip (0: off)."""
     token_chunk: Annotated[int, pydantic.Field(ge=1)] = 1024
     """Completion tokens per output-head chunk in the log-prob pass (bounds the logits memory)."""
+    share_prompt_forward: bool = True
+    """Run each group's shared prompt once in the training/reference forward (``algos.lm_forward``)."""
 
 
 class LMPolicyGradient:
@@ -230,11 +233,17 @@ class LMPolicyGradient:
             mask = selective_loss_mask(mask, batch.completion_ids, list(c.mask_token_ids))
         return mask
 
-    def logprobs(self, batch: TextRollout, rows: Any = slice(None), with_entropy: bool = False):
-        return completion_logprobs(self.policy.model, batch.prompt_ids[rows], batch.prompt_mask[rows],
-                                   batch.completion_ids[rows], batch.completion_mask[rows],
-                                   temperature=self.config.collect.temperature, with_entropy=with_entropy,
-                                   token_chunk=self.config.token_chunk)
+    def logprobs(self, batch: TextRollout, rows: Any = slice(None), with_entropy: bool = False,
+                 model: torch.nn.Module | None = None):
+        """Per-token log-probs (and entropy) of ``batch`` rows under ``model`` (default: the policy)."""
+        model = self.policy.model if model is None else model
+        args = (batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows],
+                batch.completion_mask[rows])
+        kwargs = {"temperature": self.config.collect.temperature, "with_entropy": with_entropy,
+                  "token_chunk": self.config.token_chunk}
+        if self.config.share_prompt_forward:
+            return grouped_completion_logprobs(model, *args, batch.group_index[rows], **kwargs)
+        return completion_logprobs(model, *args, **kwargs)
 
     def old_logprobs(self, batch: TextRollout) -> torch.Tensor:
         """Behaviour log-probs: the sampler's, unless truncated sampling makes them differ (recompute)."""
@@ -247,9 +256,8 @@ class LMPolicyGradient:
     def reference(self, batch: TextRollout) -> torch.Tensor | None:
         if not self.has_reference:
             return None
-        return reference_logprobs(self.policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                  batch.completion_mask, temperature=self.config.collect.temperature,
-                                  token_chunk=self.config.token_chunk)
+        with torch.inference_mode(), self.policy.reference() as ref:
+            return self.logprobs(batch, model=ref).logprobs
 
     def prepare(self, batch: TextRollout) -> dict[str, Any]:
         """Everything the gradient steps need: mask, old/ref log-probs, advantages, KL weight."""

@@ -236,3 +236,24 @@ def test_serial_groups_s_grpo(policy, examples):
     toy = _toy_batch(correct=(1.0, 1.0, 0.0, 1.0))
     core = _core(policy, collect={"group_mode": "serial", "serial_exits": 2})
     assert torch.allclose(core.shaped_rewards(toy), torch.tensor([1.0, 0.5, 0.0, 1.0]))
+
+
+def test_shared_prompt_forward_equals_plain_forward(policy, examples):
+    from policyopt.algos.lm_forward import grouped_completion_logprobs
+    from policyopt.lm.logprobs import completion_logprobs
+
+    cfg = CollectConfig(prompts_per_step=5, completions_per_prompt=4, max_new_tokens=10)
+    batch = TextCollector(policy, examples, length_reward_or_none, cfg, seed=4).collect()
+    model = policy.model
+    rows = torch.tensor([0, 1, 2, 5, 9, 10, 11, 19])  # a minibatch that splits groups
+    args = (batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows], batch.completion_mask[rows])
+    plain = completion_logprobs(model, *args, with_entropy=True)
+    shared = grouped_completion_logprobs(model, *args, batch.group_index[rows], with_entropy=True, token_chunk=7)
+    assert torch.allclose(plain.logprobs, shared.logprobs, atol=1e-5)
+    assert torch.allclose(plain.entropy, shared.entropy, atol=1e-5)
+    assert torch.allclose(shared.logprobs, batch.logprobs[rows], atol=1e-4)  # = the sampler's own log-probs
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_plain = torch.autograd.grad((plain.logprobs * 1.7).sum(), params)
+    g_shared = torch.autograd.grad((shared.logprobs * 1.7).sum(), params)
+    for a, b in zip(g_plain, g_shared):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

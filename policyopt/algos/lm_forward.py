@@ -1,0 +1,77 @@
+"""Training-time log-probs of grouped completions with the shared prompt run once per group.
+
+In GRPO-style batches the G completions of a prompt share that prompt. The plain log-prob pass
+(:func:`policyopt.lm.logprobs.completion_logprobs`) runs the transformer over prompt + completion for
+every row, i.e. the prompt G times. Here the prompt of each group runs once (with its key/value cache
+kept *with gradients*), the cache is indexed out to the group's rows (``index_select``, differentiable:
+the gradient of every row's loss flows back into the one prompt computation), and only the completion
+tokens run per row. Same numbers as the plain pass (to float rounding: checked to 1e-5 in the tests),
+fewer FLOPs: on short-answer tasks the prompt is about half of every sequence.
+
+Layout as in :mod:`policyopt.lm.logprobs`: prompts left-padded ``[B, P]``, completions right-padded
+``[B, N]``; ``group [B]`` says which rows share a prompt (their ``prompt_ids`` rows must be equal; if
+not, the plain pass is used). At most ``[token_chunk, vocab]`` logits exist at once (activation
+checkpointing per chunk when gradients are on).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from policyopt.lm.logprobs import TokenLogProbs, body_and_head, completion_logprobs, position_ids
+
+
+def _head(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
+          with_entropy: bool) -> torch.Tensor:
+    """``hidden [M, H]`` -> ``[2, M]`` (token log-prob, entropy) or ``[1, M]``."""
+    logp = (head(hidden).float() / temperature).log_softmax(-1)
+    token = logp.gather(-1, targets[:, None]).squeeze(-1)
+    if not with_entropy:
+        return token[None]
+    return torch.stack([token, -(logp.exp() * logp).sum(-1)])
+
+
+def grouped_completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                                completion_ids: torch.Tensor, completion_mask: torch.Tensor, group: torch.Tensor, *,
+                                temperature: float = 1.0, with_entropy: bool = False,
+                                token_chunk: int = 1024) -> TokenLogProbs:
+    """Per-token log-probs ``[B, N]`` (and entropy) with each group's prompt computed once; see module doc."""
+    from transformers import DynamicCache
+
+    uniq, inv = torch.unique(group, return_inverse=True)
+    rows = torch.arange(group.numel())
+    first = torch.full((uniq.numel(),), group.numel(), dtype=torch.long).scatter_reduce_(0, inv, rows, "amin")
+    if uniq.numel() == group.numel() or not torch.equal(prompt_ids[first][inv], prompt_ids):
+        return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                   temperature=temperature, with_entropy=with_entropy, token_chunk=token_chunk)
+    body, head = body_and_head(model)
+    pm = prompt_mask[first]
+    out = body(input_ids=prompt_ids[first], attention_mask=pm.long(), position_ids=position_ids(pm),
+               cache=DynamicCache(), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    for layer in cache.layers:  # one prompt computation, G rows reading it
+        layer.keys, layer.values = layer.keys.index_select(0, inv), layer.values.index_select(0, inv)
+    hidden = out.last_hidden_state[:, -1].index_select(0, inv)[:, None]  # predicts completion token 0
+    if completion_ids.shape[1] > 1:
+        full = torch.cat([prompt_mask, completion_mask[:, :-1]], 1).bool()
+        pos = position_ids(full)[:, prompt_ids.shape[1]:]
+        rest = body(input_ids=completion_ids[:, :-1], attention_mask=full.long(), position_ids=pos, cache=cache,
+                    use_cache=True).last_hidden_state
+        hidden = torch.cat([hidden, rest], 1)
+    cmask = completion_mask.bool()
+    selected, targets = hidden[cmask], completion_ids[cmask]
+    pieces = []
+    for t0 in range(0, selected.shape[0], token_chunk):
+        args = (head, selected[t0:t0 + token_chunk], targets[t0:t0 + token_chunk], temperature, with_entropy)
+        grad = torch.is_grad_enabled() and selected.requires_grad
+        pieces.append(checkpoint(_head, *args, use_reentrant=False) if grad else _head(*args))
+    flat = torch.cat(pieces, -1) if pieces else selected.new_zeros((2 if with_entropy else 1, 0))
+
+    def scatter(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(cmask.shape).masked_scatter(cmask, values)
+
+    return TokenLogProbs(scatter(flat[0]), scatter(flat[1]) if with_entropy else None)
+
+
+__all__ = ["grouped_completion_logprobs"]
