@@ -11,6 +11,7 @@ for it is drawn separately from the one executed at the reset observation.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +19,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
+from policyopt.runtime import envstate
 from policyopt.runtime.collectors import ObsAdapter
-from policyopt.runtime.replay_collector import Behaviour, final_observations
+from policyopt.runtime.replay_collector import Behaviour, env_state_or_warning, final_observations
 from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
@@ -109,20 +111,25 @@ class OnlineCollector:
                 else torch.from_numpy(stored_mask)[v])
 
     def state_dict(self) -> dict:
-        from policyopt.runtime import envstate
-
-        return {"env": envstate.get_env_state(self.env), "obs": self.obs.copy(),
+        return {"env": env_state_or_warning(self.env), "obs": self.obs.copy(),
                 "mask": None if self.mask is None else self.mask.copy(), "action": self.action.clone(),
                 "prev_end": self.prev_end.copy(), "ep_return": self.ep_return.copy(),
                 "ep_length": self.ep_length.copy(), "generator": generator_state(self.generator), "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
-        from policyopt.runtime import envstate
-
+        set_generator_state(self.generator, state["generator"])
+        self.step = int(state["step"])
+        if "unavailable" in state["env"]:
+            warnings.warn("resuming without environment state: episodes restart from a fresh reset, so this run "
+                          "is not an exact continuation", RuntimeWarning, stacklevel=2)
+            raw, info = self.env.reset()
+            self.obs, self.mask = self.adapter(raw, info)
+            self.action = self._choose(self.obs, self.mask)
+            self.prev_end = np.zeros(self.num_envs, bool)
+            self.ep_return, self.ep_length = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
+            return
         envstate.set_env_state(self.env, state["env"])
         self.obs, self.prev_end = state["obs"].copy(), state["prev_end"].copy()
         self.mask = None if state["mask"] is None else state["mask"].copy()
         self.action = state["action"].clone()
         self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
-        set_generator_state(self.generator, state["generator"])
-        self.step = int(state["step"])

@@ -85,6 +85,16 @@ def final_observations(adapter: ObsAdapter, info: dict, end: np.ndarray, nxt: np
     return stored, stored_mask
 
 
+def env_state_or_warning(env) -> dict:
+    """The env's state tree, or ``{"unavailable": reason}`` with a loud warning (e.g. MuJoCo)."""
+    try:
+        return envstate.get_env_state(env)
+    except envstate.EnvStateError as err:
+        warnings.warn(f"environment state cannot be checkpointed ({err}); a resumed run will restart "
+                      "its episodes and will NOT be an exact continuation", RuntimeWarning, stacklevel=3)
+        return {"unavailable": str(err)}
+
+
 class ReplayCollector:
     """Steps ``train_freq`` vector steps per call (``train_freq * num_envs`` env steps) with
     ``behaviour.explore``; learning starts once more than ``learning_starts`` env steps are stored.
@@ -158,13 +168,8 @@ class ReplayCollector:
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        try:
-            env_state = envstate.get_env_state(self.env)
-        except envstate.EnvStateError as err:
-            warnings.warn(f"environment state cannot be checkpointed ({err}); a resumed run will restart "
-                          "its episodes and will NOT be an exact continuation", RuntimeWarning, stacklevel=2)
-            env_state = {"unavailable": str(err)}
-        state = {"env": env_state, "obs": self.obs.copy(), "mask": None if self.mask is None else self.mask.copy(),
+        state = {"env": env_state_or_warning(self.env), "obs": self.obs.copy(),
+                 "mask": None if self.mask is None else self.mask.copy(),
                  "prev_end": self.prev_end.copy(), "ep_return": self.ep_return.copy(),
                  "ep_length": self.ep_length.copy(), "generator": generator_state(self.generator),
                  "step": self.step}
