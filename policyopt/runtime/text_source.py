@@ -43,6 +43,11 @@ class TextSourceConfig:
     """``calculator``: multi-turn episodes in the calculator tool environment (``policyopt.lm.textenv``)."""
     eval_samples: Annotated[int, pydantic.Field(ge=0)] = 4
     """Sampled completions per held-out prompt for ``eval/sampled_reward`` (0: greedy accuracy only)."""
+    lora_rank: Annotated[int, pydantic.Field(ge=0)] = 0
+    """> 0: train LoRA adapters of this rank (peft) instead of all weights; the reference policy is then
+    the same model with adapters disabled (no second copy)."""
+    lora_alpha: Annotated[float, pydantic.Field(gt=0)] = 16.0
+    """LoRA scale numerator (update scaled by alpha / rank)."""
 
 
 @dataclass
@@ -82,12 +87,13 @@ def task_pools(cfg: TextSourceConfig) -> tuple[list[Any], list[Any]]:
 
 
 def build_source(cfg: TextSourceConfig, max_turns: int = 3) -> TextSource:
-    from policyopt.lm.policy import LMPolicy
+    from policyopt.lm.policy import LMPolicy, LoRAConfig
     from policyopt.lm.reward import RewardGuard
     from policyopt.lm.rewards import default_task_reward
 
     model, tokenizer = load_model(cfg.model)
-    policy = LMPolicy(model, tokenizer)
+    lora = LoRAConfig(r=cfg.lora_rank, alpha=cfg.lora_alpha) if cfg.lora_rank else None
+    policy = LMPolicy(model, tokenizer, lora=lora)
     train, held_out = task_pools(cfg)
     factory = None
     if cfg.env == "calculator":

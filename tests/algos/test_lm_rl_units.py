@@ -257,3 +257,20 @@ def test_shared_prompt_forward_equals_plain_forward(policy, examples):
     g_shared = torch.autograd.grad((shared.logprobs * 1.7).sum(), params)
     for a, b in zip(g_plain, g_shared):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_grpo_trains_adapters_only_with_disabled_adapter_reference(tmp_path):
+    from policyopt.runtime.run import build_trainer, parse_run_config
+    from tests.algos.lm_helpers import run_config
+
+    data = run_config("grpo", cached_tiny_model(), {"learning_rate": 1e-3, "kl_coef": 0.05,
+                                                     "source": {"lora_rank": 4}}, steps=3, prompts=4, group=4)
+    trainer = build_trainer(parse_run_config(data), tmp_path)
+    algo = trainer.algorithm
+    assert algo.policy.has_lora and algo.policy.reference_model is None  # one copy of the base weights
+    base = {k: v.clone() for k, v in algo.policy.model.named_parameters() if "lora" not in k}
+    record = trainer.run()
+    state = algo.state_dict()["policy"]
+    assert state and all("lora" in k for k in state)
+    assert all(torch.equal(v, dict(algo.policy.model.named_parameters())[k]) for k, v in base.items())
+    assert record["stats/kl_ref"] > 0 and math.isfinite(record["loss/policy"])
