@@ -32,20 +32,18 @@ def _head(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, te
     return torch.stack([token, -(logp.exp() * logp).sum(-1)])
 
 
-def grouped_completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                                completion_ids: torch.Tensor, completion_mask: torch.Tensor, group: torch.Tensor, *,
-                                temperature: float = 1.0, with_entropy: bool = False,
-                                token_chunk: int = 1024) -> TokenLogProbs:
-    """Per-token log-probs ``[B, N]`` (and entropy) with each group's prompt computed once; see module doc."""
+def grouped_hidden_states(body: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                          completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                          group: torch.Tensor) -> torch.Tensor | None:
+    """Hidden states ``[B, N, H]`` of the positions that predict each completion token (the state before
+    it), with each group's prompt computed once; None when no two rows share a prompt (use the plain pass)."""
     from transformers import DynamicCache
 
     uniq, inv = torch.unique(group, return_inverse=True)
     rows = torch.arange(group.numel())
     first = torch.full((uniq.numel(),), group.numel(), dtype=torch.long).scatter_reduce_(0, inv, rows, "amin")
     if uniq.numel() == group.numel() or not torch.equal(prompt_ids[first][inv], prompt_ids):
-        return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                   temperature=temperature, with_entropy=with_entropy, token_chunk=token_chunk)
-    body, head = body_and_head(model)
+        return None
     pm = prompt_mask[first]
     out = body(input_ids=prompt_ids[first], attention_mask=pm.long(), position_ids=position_ids(pm),
                cache=DynamicCache(), use_cache=True)
@@ -59,6 +57,19 @@ def grouped_completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor
         rest = body(input_ids=completion_ids[:, :-1], attention_mask=full.long(), position_ids=pos, cache=cache,
                     use_cache=True).last_hidden_state
         hidden = torch.cat([hidden, rest], 1)
+    return hidden
+
+
+def grouped_completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                                completion_ids: torch.Tensor, completion_mask: torch.Tensor, group: torch.Tensor, *,
+                                temperature: float = 1.0, with_entropy: bool = False,
+                                token_chunk: int = 1024) -> TokenLogProbs:
+    """Per-token log-probs ``[B, N]`` (and entropy) with each group's prompt computed once; see module doc."""
+    body, head = body_and_head(model)
+    hidden = grouped_hidden_states(body, prompt_ids, prompt_mask, completion_ids, completion_mask, group)
+    if hidden is None:
+        return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                   temperature=temperature, with_entropy=with_entropy, token_chunk=token_chunk)
     cmask = completion_mask.bool()
     selected, targets = hidden[cmask], completion_ids[cmask]
     pieces = []
@@ -74,4 +85,4 @@ def grouped_completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor
     return TokenLogProbs(scatter(flat[0]), scatter(flat[1]) if with_entropy else None)
 
 
-__all__ = ["grouped_completion_logprobs"]
+__all__ = ["grouped_completion_logprobs", "grouped_hidden_states"]

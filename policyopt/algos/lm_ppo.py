@@ -28,6 +28,7 @@ import pydantic
 import torch
 
 from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
+from policyopt.algos.lm_forward import grouped_hidden_states
 from policyopt.lm.logprobs import body_and_head, position_ids
 from policyopt.losses.policy_lm import kl_token_rewards, lm_policy_loss, token_gae
 from policyopt.losses.value import value_loss
@@ -80,7 +81,13 @@ class LMPPO:
         self.critic_optimizer = torch.optim.AdamW(params, lr=config.critic_learning_rate, betas=tuple(config.betas))
 
     def values(self, batch: TextRollout, rows: Any = slice(None)) -> torch.Tensor:
-        """Critic values ``[b, N]``: V at the state before each completion token."""
+        """Critic values ``[b, N]``: V at the state before each completion token (shared prompts run once)."""
+        if self.config.share_prompt_forward:
+            hidden = grouped_hidden_states(self.critic_body, batch.prompt_ids[rows], batch.prompt_mask[rows],
+                                           batch.completion_ids[rows], batch.completion_mask[rows],
+                                           batch.group_index[rows])
+            if hidden is not None:
+                return self.value_head(hidden).squeeze(-1)
         ids = torch.cat([batch.prompt_ids[rows], batch.completion_ids[rows]], 1)
         mask = torch.cat([batch.prompt_mask[rows], batch.completion_mask[rows]], 1)
         hidden = self.critic_body(input_ids=ids, attention_mask=mask.long(), position_ids=position_ids(mask),

@@ -274,3 +274,18 @@ def test_lora_grpo_trains_adapters_only_with_disabled_adapter_reference(tmp_path
     assert state and all("lora" in k for k in state)
     assert all(torch.equal(v, dict(algo.policy.model.named_parameters())[k]) for k, v in base.items())
     assert record["stats/kl_ref"] > 0 and math.isfinite(record["loss/policy"])
+
+
+def test_ppo_critic_values_shared_prompt_equal_plain(tmp_path):
+    from policyopt.runtime.run import build_trainer, parse_run_config
+    from tests.algos.lm_helpers import run_config
+
+    data = run_config("lm_ppo", cached_tiny_model(), {}, steps=1, prompts=3, group=4)
+    algo, collector = (t := build_trainer(parse_run_config(data), tmp_path)).algorithm, t.collector
+    torch.nn.init.normal_(algo.value_head.weight)
+    batch = collector.collect()
+    shared = algo.values(batch)
+    object.__setattr__(algo.config, "share_prompt_forward", False)
+    plain = algo.values(batch)
+    mask = batch.completion_mask
+    assert torch.allclose(shared[mask], plain[mask], atol=1e-4)
