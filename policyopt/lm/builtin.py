@@ -1,4 +1,4 @@
-"""The built-in model: a ~1.3M-parameter Llama-style causal LM with a character tokenizer.
+"""The built-in model: a ~1.8M-parameter Llama-style causal LM with a character tokenizer.
 
 It was trained by ``python -m policyopt.lm.train_builtin`` (our SFT algorithm through the shared
 Trainer) on a mix of the generated task families of :mod:`policyopt.lm.tasks`, to a useful but
@@ -20,8 +20,8 @@ from typing import Any
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_model"
 
 ARCHITECTURE: dict[str, Any] = {
-    "hidden_size": 160,
-    "intermediate_size": 448,
+    "hidden_size": 192,
+    "intermediate_size": 512,
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "num_key_value_heads": 4,
@@ -30,7 +30,7 @@ ARCHITECTURE: dict[str, Any] = {
     "tie_word_embeddings": True,
     "attention_dropout": 0.0,
 }
-"""Shape of the built-in model (a ``LlamaConfig``); about 1.3M parameters with the 102-token vocab."""
+"""Shape of the built-in model (a ``LlamaConfig``); about 1.8M parameters with the 102-token vocab."""
 
 TASK_PARAMS: dict[str, dict[str, Any]] = {
     "addition": {"max_digits": 3},

@@ -34,8 +34,8 @@ from policyopt.lm.evaluate import TaskEvaluator, evaluate_examples
 from policyopt.lm.tasks import generate, generate_mixture
 from policyopt.runtime.trainer import Trainer, TrainerConfig
 
-TRAIN_COUNTS = {"addition": 60_000, "multiplication": 40_000, "sorting": 30_000, "equation": 30_000,
-                "countdown": 40_000}
+TRAIN_COUNTS = {"addition": 80_000, "multiplication": 30_000, "sorting": 30_000, "equation": 30_000,
+                "countdown": 30_000}
 """Training examples per task (sampled with repetition from the train split)."""
 
 EVAL_PER_TASK = 200
@@ -48,11 +48,11 @@ CHECK_PER_TASK = 40
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m policyopt.lm.train_builtin", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=BUILTIN_DIR, help="output directory (default: the shipped model)")
-    p.add_argument("--updates", type=int, default=3000, help="SFT updates")
-    p.add_argument("--batch-size", type=int, default=64, help="prompt/completion pairs per update")
+    p.add_argument("--updates", type=int, default=1000, help="SFT updates")
+    p.add_argument("--batch-size", type=int, default=128, help="prompt/completion pairs per update")
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it)")
     p.add_argument("--eval-every", type=int, default=250, help="updates between progress evaluations (0: none)")
     p.add_argument("--run-dir", type=Path, default=None, help="trainer run dir (default: a temporary dir)")
     return p.parse_args(argv)
@@ -68,7 +68,7 @@ def train(args: argparse.Namespace, run_dir: Path) -> tuple[Any, Any]:
     model, tokenizer = build_untrained(args.seed)
     data = generate_mixture(TRAIN_COUNTS, "train", args.seed, TASK_PARAMS, unique=False)
     collector = SFTCollector(data, tokenizer, SFTDataConfig(batch_size=args.batch_size, seed=args.seed,
-                                                            max_length=128, length_grouping=16))
+                                                            max_length=128))
     # constant learning rate after warm-up: the model after N updates does not depend on --updates
     algo = SFT(model, SFTConfig(learning_rate=args.learning_rate, warmup_updates=100, total_updates=0,
                                 weight_decay=0.0, max_grad_norm=1.0))
