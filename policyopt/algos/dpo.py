@@ -91,7 +91,10 @@ class DPOConfig:
     max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
     """Clip the global gradient norm (0 disables)."""
     model: str = "builtin"
-    """``builtin`` or a local model directory (``save_pretrained`` layout)."""
+    """``builtin``, ``tiny`` (a small untrained Llama with the character tokenizer) or a local model directory."""
+    sft_warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
+    """Synthetic data: first SFT the model this many updates on behaviour-policy completions, so that
+    the starting policy writes valid answers (deterministic; repeated identically on resume)."""
     data: PreferenceDataConfig = dataclasses.field(default_factory=PreferenceDataConfig)
     """Preference data (see :class:`PreferenceDataConfig`)."""
     eval: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -383,13 +386,50 @@ def load_data(cfg: PreferenceDataConfig, listwise: bool, tokenizer: Any):
         raise ConfigError(f"data: {err}") from None
 
 
+def tiny_model(seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A ~60k-parameter untrained Llama with the project's character tokenizer (fast demos and tests)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from policyopt.lm.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg), tok
+
+
+def starting_model(name: str, synthetic: dict[str, Any] | None = None, sft_updates: int = 0,
+                   seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """``(model, tokenizer)`` for ``builtin``/``tiny``/a directory, optionally SFT'd ``sft_updates`` updates
+    on the synthetic behaviour policy's completions (so the starting policy writes valid answers)."""
+    from policyopt.runtime.text_source import load_model
+
+    model, tok = tiny_model(seed) if name == "tiny" else load_model(name)
+    if sft_updates:
+        from policyopt.algos.sft import SFT, SFTCollector, SFTConfig, SFTDataConfig
+        from policyopt.data.preference import SyntheticConfig, behaviour_completions, synthetic_prompts
+        from policyopt.runtime.config import build as build_config
+
+        syn = build_config(SyntheticConfig, {**(synthetic or {}), "num_prompts": 1024, "seed": 99}, "synthetic")
+        prompts = synthetic_prompts(syn)
+        texts = behaviour_completions(syn, len(prompts), np.random.default_rng(seed))
+        collector = SFTCollector(list(zip(prompts, texts)), tok, SFTDataConfig(batch_size=64, seed=seed))
+        sft = SFT(model, SFTConfig(learning_rate=5e-3, warmup_updates=10))
+        for _ in range(sft_updates):
+            sft.update(collector.collect())
+        model.eval()
+    return model, tok
+
+
 def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     """Registry builder for ``algo: dpo | ipo | slic | rrhf | lipo``."""
     from policyopt.runtime.seeding import derive_seed
-    from policyopt.runtime.text_source import load_model
 
     cfg = run_config.algo_config
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = starting_model(cfg.model, cfg.data.synthetic, cfg.sft_warmup_updates)
     listwise = cfg.loss in LIST_LOSSES
     table, truth, syn = load_data(cfg.data, listwise, tokenizer)
     mean = cfg.length_normalize and cfg.loss != "rrhf"
@@ -408,4 +448,4 @@ def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
 
 __all__ = ["DPOConfig", "IPOConfig", "LiPOConfig", "OfflinePreference", "PreferenceCollector",
            "PreferenceDataConfig", "RRHFConfig", "SLiCConfig", "build", "cached_reference", "load_trainable",
-           "pair_loss", "reference_table", "sequence_logps"]
+           "pair_loss", "reference_table", "sequence_logps", "starting_model", "tiny_model"]

@@ -29,7 +29,9 @@ from policyopt.runtime.config import configclass
 @configclass
 class MPOConfig:
     model: str = "builtin"
-    """``builtin`` or a local model directory."""
+    """``builtin``, ``tiny`` or a local model directory."""
+    sft_warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
+    """First SFT the model this many updates on behaviour completions (see ``policyopt.algos.dpo``)."""
     synthetic: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Fields of :class:`policyopt.data.preference.SyntheticConfig` (pairs, prompts, truth)."""
     reward: Literal["truth", "reward_model"] = "reward_model"
@@ -129,7 +131,7 @@ def _trained_reward_fn(cfg: MPOConfig, table: Any, tokenizer: Any, seed: int) ->
 
 def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     """Registry builder for ``algo: mpo`` on synthetic preferences."""
-    from policyopt.algos.dpo import DPOConfig, OfflinePreference, PreferenceCollector, cached_reference
+    from policyopt.algos.dpo import DPOConfig, OfflinePreference, PreferenceCollector, cached_reference, starting_model
     from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
     from policyopt.data.preference import PairTable, SyntheticConfig, synthetic_pairs
     from policyopt.eval.preference import WinRateEvaluator, win_rate_config
@@ -138,10 +140,9 @@ def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     from policyopt.runtime.config import build as build_config
     from policyopt.runtime.seeding import derive_seed
     from policyopt.runtime.text_collector import TextCollector
-    from policyopt.runtime.text_source import load_model
 
     cfg, seed = run_config.algo_config, run_config.seed
-    model, tok = load_model(cfg.model)
+    model, tok = starting_model(cfg.model, cfg.synthetic, cfg.sft_warmup_updates)
     syn = build_config(SyntheticConfig, cfg.synthetic, "mpo.synthetic")
     records, truth = synthetic_pairs(syn)
     table = PairTable.from_records(records, tok)

@@ -69,7 +69,9 @@ class OnlinePrefConfig:
     judge: Literal["truth", "truth_reward"] = "truth"
     """CLI judge: the synthetic preference oracle, or its reward through Bradley-Terry (a RewardFn)."""
     model: str = "builtin"
-    """``builtin`` or a local model directory."""
+    """``builtin``, ``tiny`` or a local model directory."""
+    sft_warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
+    """First SFT the model this many updates on behaviour completions (see ``policyopt.algos.dpo``)."""
     synthetic: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Fields of :class:`policyopt.data.preference.SyntheticConfig` (prompts and truth)."""
     eval: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -342,15 +344,15 @@ class OnlinePreference:
 
 def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     """Registry builder for ``algo: online_dpo | spo | inpo | egpo`` on synthetic preferences."""
+    from policyopt.algos.dpo import starting_model
     from policyopt.data.preference import SyntheticConfig, make_truth, synthetic_prompts
     from policyopt.eval.preference import WinRateEvaluator, win_rate_config
     from policyopt.runtime.config import build as build_config
     from policyopt.runtime.seeding import derive_seed
-    from policyopt.runtime.text_source import load_model
 
     cfg = run_config.algo_config
-    model, tok = load_model(cfg.model)
-    reference, _ = load_model(cfg.model)
+    model, tok = starting_model(cfg.model, cfg.synthetic, cfg.sft_warmup_updates)
+    reference = copy.deepcopy(model)
     syn = build_config(SyntheticConfig, cfg.synthetic, f"{run_config.algo}.synthetic")
     truth = make_truth(syn)
     judge = TruthJudge(truth) if cfg.judge == "truth" else RewardJudge(truth.as_reward_fn(), 0.1)

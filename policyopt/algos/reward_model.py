@@ -27,6 +27,7 @@ binary feedback and cost models; a trained model becomes a ``RewardFn`` for onli
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -85,14 +86,15 @@ class LabelledResponses:
 
 
 def load_backbone(path: str, kind: Literal["causal", "encoder"] = "causal") -> tuple[torch.nn.Module, Any]:
-    """``(body, tokenizer)``: the transformer body of a local causal LM (``builtin`` allowed) or encoder."""
+    """``(body, tokenizer)``: the transformer body of a local causal LM (``builtin``/``tiny`` allowed) or encoder."""
     from transformers import AutoModel, AutoTokenizer
 
     if kind == "causal":
+        from policyopt.algos.dpo import tiny_model
         from policyopt.lm.logprobs import body_and_head
         from policyopt.runtime.text_source import load_model
 
-        model, tok = load_model(path)
+        model, tok = tiny_model() if path == "tiny" else load_model(path)
         return body_and_head(model)[0], tok
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return AutoModel.from_pretrained(path, local_files_only=True), tok
@@ -108,6 +110,7 @@ class RewardModel(torch.nn.Module):
         self.causal = bool(getattr(cfg, "is_decoder", False)) or "CausalLM" in str(getattr(cfg, "architectures", ""))
         self.causal = self.causal or type(body).__name__.endswith(("LlamaModel", "Qwen2Model", "GPT2Model"))
         self.pooling = pooling if pooling != "auto" else ("last" if self.causal else "mean")
+        self._takes_positions = "position_ids" in inspect.signature(body.forward).parameters
         hidden = int(cfg.hidden_size)
         self.head = torch.nn.Linear(hidden, 1)
         gen = torch.Generator().manual_seed(int(seed))
@@ -120,7 +123,8 @@ class RewardModel(torch.nn.Module):
         from policyopt.lm.logprobs import position_ids
 
         mask = mask.bool()
-        kwargs = {"position_ids": position_ids(mask)} if self.causal else {}
+        # real-token positions for every model that takes them (left-padded prompts must not shift them)
+        kwargs = {"position_ids": position_ids(mask)} if self._takes_positions else {}
         hidden = self.body(input_ids=ids, attention_mask=mask.long(), **kwargs).last_hidden_state
         if self.pooling == "last":
             last = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)

@@ -114,3 +114,18 @@ def test_jsonl_data_trains(model_dir, tmp_path):
     assert record["step"] == 32 and np.isfinite(record["loss/dpo"])
     tree, _ = ckpt.load_checkpoint(tmp_path / "run")
     assert tree["collector"]["num_examples"] == 64
+
+
+PREF_CONFIGS = ["dpo_synthetic", "ipo_synthetic", "slic_synthetic", "rrhf_synthetic", "lipo_synthetic",
+                "online_dpo_synthetic", "spo_cyclic", "inpo_cyclic", "egpo_cyclic", "mpo_synthetic",
+                "rm_bt_synthetic", "rm_ensemble_synthetic"]
+
+
+@pytest.mark.parametrize("name", PREF_CONFIGS)
+def test_shipped_configs_validate(name):
+    from pathlib import Path
+
+    from policyopt.runtime.config import load_yaml
+
+    cfg = parse_run_config(load_yaml(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
+    assert cfg.algo == name.split("_")[0] or cfg.algo in ("online_dpo", "reward_model")
