@@ -144,3 +144,25 @@ def test_reward_model_cli_run(tmp_path, tok):
                                "data": {"batch_size": 32, "synthetic": {**DATA, "num_prompts": 480}}}}
     _, record = train(config, run_dir=tmp_path / "run")
     assert record["eval/pair_accuracy"] > 0.85, record
+
+
+def test_contrastive_auxiliary_loss_uses_two_dropout_views(tok):
+    from transformers import LlamaConfig, LlamaModel
+
+    records, _ = synthetic_pairs(build(SyntheticConfig, {**DATA, "num_prompts": 64}))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32,
+                      pad_token_id=tok.pad_token_id, attention_dropout=0.2)
+    torch.manual_seed(0)
+    table = PairTable.from_records(records, tok)
+    batch = PreferenceCollector(table, None, 32).collect()
+    losses = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(1)
+        trainer = RewardModelTrainer(build(RewardModelConfig, {"contrastive_weight": weight}),
+                                     [RewardModel(LlamaModel(cfg))], len(table))
+        trainer.members.train()
+        torch.manual_seed(2)
+        losses[weight] = float(trainer.losses(batch)[0].detach())
+    # InfoNCE over 32 pairs is about log(32) when the views are not yet aligned
+    assert 1.0 < losses[1.0] - losses[0.0] < 2 * np.log(32)
