@@ -180,26 +180,42 @@ def check_countdown(answer: str, numbers: Sequence[int], target: int) -> bool:
 
 
 def solve_countdown(numbers: Sequence[int], target: int) -> str | None:
-    """One expression reaching ``target`` with all ``numbers`` and + - * / (exhaustive search), or None."""
+    """One expression reaching ``target`` with all ``numbers`` and + - * / (exhaustive search), or None.
 
-    def search(items: list[tuple[Fraction, str]]) -> str | None:
+    Sums and differences are written in parentheses, and the right operand of ``*``/``/`` is
+    parenthesised unless it is a number or a parenthesised sum, so the text evaluates to the value
+    found. Commutative operations are tried in one order only and value multisets already shown to
+    fail are remembered.
+    """
+    failed: set[tuple[Fraction, ...]] = set()
+
+    def search(items: list[tuple[Fraction, str, bool]]) -> str | None:  # (value, text, safe as operand)
         if len(items) == 1:
             return items[0][1] if items[0][0] == target else None
+        key = tuple(sorted(v for v, _, _ in items))
+        if key in failed:
+            return None
         for i, j in itertools.permutations(range(len(items)), 2):
-            (va, ta), (vb, tb) = items[i], items[j]
+            (va, ta, _), (vb, tb, safe_b) = items[i], items[j]
             rest = [it for k, it in enumerate(items) if k not in (i, j)]
-            candidates = [(va + vb, f"({ta}+{tb})"), (va - vb, f"({ta}-{tb})"), (va * vb, f"{ta}*{tb}")]
+            right = tb if safe_b else f"({tb})"
+            candidates = [(va - vb, f"({ta}-{tb})", True)]
+            if i < j:
+                candidates += [(va + vb, f"({ta}+{tb})", True), (va * vb, f"{ta}*{right}", False)]
             if vb != 0:
-                candidates.append((va / vb, f"{ta}/{tb}"))
-            for value, text in candidates:
-                found = search(rest + [(value, text)])
+                candidates.append((va / vb, f"{ta}/{right}", False))
+            for cand in candidates:
+                found = search(rest + [cand])
                 if found is not None:
                     return found
+        failed.add(key)
         return None
 
-    found = search([(Fraction(v), str(v)) for v in numbers])
-    if found is not None and found.startswith("(") and evaluate_expression(found[1:-1]) is not None:
-        found = found[1:-1]
+    found = search([(Fraction(v), str(v), True) for v in numbers])
+    if found is not None and found.startswith("(") and found.endswith(")"):
+        inner = evaluate_expression(found[1:-1])
+        if inner is not None and inner[0] == target:
+            found = found[1:-1]
     return found
 
 

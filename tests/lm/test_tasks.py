@@ -50,7 +50,7 @@ def test_ground_truth(task):
 
 @pytest.mark.parametrize("task", ["countdown", "game24"])
 def test_countdown_ground_truth(task):
-    for ex in generate(task, 60, "eval", seed=5):
+    for ex in generate(task, 60 if task == "countdown" else 25, "eval", seed=5):
         m = ex.metadata
         value, literals = evaluate_expression(ex.answer)
         assert value == m["target"] and sorted(literals) == sorted(m["numbers"])
@@ -71,18 +71,23 @@ def test_countdown_checker_rejects_cheats():
     assert check_countdown("8/(3-8/3)", [8, 3, 8, 3], 24)             # exact rational arithmetic
     assert solve_countdown([8, 3, 8, 3], 24) is not None
     assert solve_countdown([1, 1, 1, 1], 24) is None
+    # division chains are parenthesised so the text evaluates to the value found
+    for nums, target in [([8, 3, 8, 3], 24), ([1, 5, 5, 5], 24), ([3, 3, 8, 8], 24), ([2, 7, 9], 4), ([3, 4, 6], 8)]:
+        found = solve_countdown(nums, target)
+        assert found is not None and check_countdown(found, nums, target), (nums, found)
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_splits_are_disjoint_and_seeded(task):
-    train = generate(task, 400, "train", seed=0)
-    evals = generate(task, 100, "eval", seed=0)
+    n_train, n_eval = (60, 30) if task == "game24" else (400, 100)  # game24 instances need a search
+    train = generate(task, n_train, "train", seed=0)
+    evals = generate(task, n_eval, "eval", seed=0)
     assert {e.prompt for e in train}.isdisjoint(e.prompt for e in evals)
     assert all(split_of(e.prompt) == "eval" for e in evals)
     assert all(split_of(e.prompt) == "train" for e in train)
-    assert len({e.prompt for e in evals}) == 100  # unique within the split
-    assert [e.prompt for e in generate(task, 100, "eval", seed=0)] == [e.prompt for e in evals]
-    assert [e.prompt for e in generate(task, 100, "eval", seed=1)] != [e.prompt for e in evals]
+    assert len({e.prompt for e in evals}) == n_eval  # unique within the split
+    assert [e.prompt for e in generate(task, n_eval, "eval", seed=0)] == [e.prompt for e in evals]
+    assert [e.prompt for e in generate(task, n_eval, "eval", seed=1)] != [e.prompt for e in evals]
     # a shorter request is a prefix of a longer one (stable evaluation subsets)
     assert [e.prompt for e in generate(task, 30, "eval", seed=0)] == [e.prompt for e in evals[:30]]
 
