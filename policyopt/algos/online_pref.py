@@ -119,7 +119,7 @@ class TruthJudge:
         self.truth = truth
 
     def preference(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        return self.truth.preference(a, b)
+        return self.truth.preference(a, b, prompts)
 
 
 class RewardJudge:

@@ -84,12 +84,15 @@ class WinRateEvaluator:
 
     def evaluate(self) -> dict[str, float]:
         texts = self._sample()
-        wins = self.truth.preference(texts, self.reference)
-        _, valid = self.truth.codes(texts)
-        out = {"eval/win_rate": float(wins.mean()), "eval/valid_frac": float(valid.mean())}
-        if self.truth.kind == "utility":
-            out["eval/true_reward"] = float(self.truth.reward(texts).mean())
-            out["eval/start_true_reward"] = float(self.truth.reward(self.reference).mean())
+        prompts = [p for p in self.prompts for _ in range(self.config.samples_per_prompt)]
+        wins = self.truth.preference(texts, self.reference, prompts)
+        out = {"eval/win_rate": float(wins.mean()), "eval/valid_frac": float(self.truth.valid(texts, prompts).mean())}
+        if self.truth.kind in ("utility", "task"):
+            out["eval/true_reward"] = float(self.truth.reward(texts, prompts).mean())
+            out["eval/start_true_reward"] = float(self.truth.reward(self.reference, prompts).mean())
+        if self.truth.kind == "task":
+            out["eval/accuracy"] = float((self.truth.reward(texts, prompts) == 1.0).mean())
+            out["eval/start_accuracy"] = float((self.truth.reward(self.reference, prompts) == 1.0).mean())
         else:
             out["eval/worst_case_win_rate"] = worst_case_win_rate(self.truth, texts)
         return out
