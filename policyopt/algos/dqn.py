@@ -18,10 +18,10 @@ from gymnasium import spaces
 from pydantic import Field
 from torch import Tensor
 
-from policyopt.algos.onpolicy import load_optimizer_tree, optimizer_tree
 from policyopt.data.replay import ReplayConfig, ReplaySpec, Transitions
 from policyopt.losses.td import dqn_target, huber, masked_argmax
 from policyopt.nets import distributions as D
+from policyopt.nets.flat import FlatAdam
 from policyopt.nets.qnets import QNetwork, polyak_update
 from policyopt.runtime.config import configclass
 
@@ -109,10 +109,10 @@ class DQN:
         self.n_actions = int(action_space.n)
         torch.manual_seed(seed)
         self.q = QNetwork(obs_dim, self.n_actions, config.hidden_sizes, config.activation, config.dueling)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)  # before FlatAdam re-homes q's parameters
+        self.opt = FlatAdam(self.q, config.learning_rate, eps=config.adam_eps, max_grad_norm=config.max_grad_norm)
         self.params = list(self.q.parameters())
         self.target_params = list(self.q_target.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps, fused=True)
         self.policy = GreedyPolicy(self.q, int(action_space.start))
         self.updates = 0
 
@@ -196,24 +196,18 @@ class DQN:
         td = q - y
         per = huber(td) if cfg.loss == "huber" else 0.5 * td * td
         loss = per.mean() if weights is None else (weights * per).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
-        else:
-            norm = torch.zeros(())
-        self.opt.step()
+        norm = self.opt.backward_step(loss)
         return torch.stack([loss.detach(), q.detach().mean(), norm]), td.detach()
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"q": dict(self.q.state_dict()), "q_target": dict(self.q_target.state_dict()),
-                "optimizer": optimizer_tree(self.opt), "updates": self.updates}
+                "optimizer": self.opt.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.q.load_state_dict(state["q"])
         self.q_target.load_state_dict(state["q_target"])
-        load_optimizer_tree(self.opt, state["optimizer"])
+        self.opt.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
 
 

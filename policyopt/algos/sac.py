@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
-from policyopt.algos.onpolicy import load_optimizer_tree, optimizer_tree
 from policyopt.data.replay import ReplayConfig, ReplaySpec, Transitions
 from policyopt.losses.td import (
     discrete_sac_soft_value,
@@ -31,6 +30,7 @@ from policyopt.losses.td import (
     td_target,
 )
 from policyopt.nets import distributions as D
+from policyopt.nets.flat import FlatAdam
 from policyopt.nets.qnets import EnsembleMLP, QNetwork, SquashedGaussianActor, polyak_update
 from policyopt.runtime.config import configclass
 from policyopt.runtime.seeding import generator_state, set_generator_state
@@ -122,16 +122,18 @@ class SAC:
             default_target = 0.98 * math.log(self.act_dim)
         else:
             raise ValueError(f"SAC needs a Box or Discrete action space, got {action_space!r}")
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)  # before FlatAdam re-homes params
         self.target_entropy = default_target if config.target_entropy is None else config.target_entropy
         self.auto_alpha = config.ent_coef == "auto"
         init = config.ent_coef_init if self.auto_alpha else float(config.ent_coef)
-        self.log_alpha = torch.full((1,), math.log(init), requires_grad=self.auto_alpha)
-        lr = config.learning_rate
-        self.actor_params, self.critic_params = list(self.actor.parameters()), list(self.critic.parameters())
-        self.actor_opt = torch.optim.Adam(self.actor_params, lr=lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self.critic_params, lr=lr, fused=True)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=lr, fused=True) if self.auto_alpha else None
+        self.alpha_holder = nn.Module()
+        self.alpha_holder.log_alpha = nn.Parameter(torch.full((1,), math.log(init)), requires_grad=self.auto_alpha)
+        lr, clip = config.learning_rate, config.max_grad_norm
+        self.actor_opt = FlatAdam(self.actor, lr, max_grad_norm=clip)
+        self.critic_opt = FlatAdam(self.critic, lr, max_grad_norm=clip)
+        self.alpha_opt = FlatAdam(self.alpha_holder, lr) if self.auto_alpha else None
+        self.log_alpha = self.alpha_holder.log_alpha
+        self.critic_params = list(self.critic.parameters())
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.policy = SACPolicy(self)
         self.updates = 0
@@ -179,9 +181,7 @@ class SAC:
         if not self.auto_alpha:
             return alpha, torch.zeros(())
         loss = sac_temperature_loss(self.log_alpha, logp, self.target_entropy)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.alpha_opt.step()
+        self.alpha_opt.backward_step(loss)
         return alpha, loss.detach()
 
     def _continuous_step(self, batch, mb: Transitions) -> Tensor:
@@ -197,7 +197,7 @@ class SAC:
         q_pi = self.critic.forward(torch.cat([mb.obs, a_pi], 1)).squeeze(-1).min(0).values
         self.critic.requires_grad_(True)
         actor_loss = sac_actor_loss(logp_pi, q_pi, alpha)
-        self._opt_step(self.actor_opt, actor_loss, self.actor_params)
+        self.actor_opt.backward_step(actor_loss)
         self._after_step()
         return torch.stack([critic_loss, actor_loss.detach(), alpha_loss, alpha[0], -logp_pi.detach().mean(),
                             q.detach().mean()])
@@ -217,7 +217,7 @@ class SAC:
         critic_loss = self._critic_step(batch, mb, q, y)
         q_min = q_all.detach().min(0).values
         actor_loss = (probs * (alpha * logp_all - q_min)).sum(-1).mean()
-        self._opt_step(self.actor_opt, actor_loss, self.actor_params)
+        self.actor_opt.backward_step(actor_loss)
         self._after_step()
         return torch.stack([critic_loss, actor_loss.detach(), alpha_loss, alpha[0], -neg_entropy.detach().mean(),
                             q.detach().mean()])
@@ -230,15 +230,8 @@ class SAC:
         else:
             loss = 0.5 * (mb.weights * err * err).mean(1).sum()
             batch.update_priorities(mb.indices, err.detach().abs().mean(0))
-        self._opt_step(self.critic_opt, loss, self.critic_params)
+        self.critic_opt.backward_step(loss)
         return loss.detach()
-
-    def _opt_step(self, opt: torch.optim.Optimizer, loss: Tensor, params: list[Tensor]) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm, foreach=True)
-        opt.step()
 
     def _after_step(self) -> None:
         self.updates += 1
@@ -249,10 +242,10 @@ class SAC:
     def state_dict(self) -> dict:
         state = {"actor": dict(self.actor.state_dict()), "critic": dict(self.critic.state_dict()),
                  "critic_target": dict(self.critic_target.state_dict()), "log_alpha": self.log_alpha.detach().clone(),
-                 "actor_opt": optimizer_tree(self.actor_opt), "critic_opt": optimizer_tree(self.critic_opt),
+                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
                  "generator": generator_state(self.generator), "updates": self.updates}
         if self.alpha_opt is not None:
-            state["alpha_opt"] = optimizer_tree(self.alpha_opt)
+            state["alpha_opt"] = self.alpha_opt.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -261,10 +254,10 @@ class SAC:
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        load_optimizer_tree(self.actor_opt, state["actor_opt"])
-        load_optimizer_tree(self.critic_opt, state["critic_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
         if self.alpha_opt is not None:
-            load_optimizer_tree(self.alpha_opt, state["alpha_opt"])
+            self.alpha_opt.load_state_dict(state["alpha_opt"])
         set_generator_state(self.generator, state["generator"])
         self.updates = int(state["updates"])
 
