@@ -93,7 +93,7 @@ class WinRateEvaluator:
         if self.truth.kind == "task":
             out["eval/accuracy"] = float((self.truth.reward(texts, prompts) == 1.0).mean())
             out["eval/start_accuracy"] = float((self.truth.reward(self.reference, prompts) == 1.0).mean())
-        else:
+        if self.truth.kind == "cyclic":
             out["eval/worst_case_win_rate"] = worst_case_win_rate(self.truth, texts)
         return out
 

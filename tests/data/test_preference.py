@@ -124,3 +124,19 @@ def test_synthetic_config_errors():
         D.synthetic_pairs(syn(behaviour=(0.5, 0.5)))
     with pytest.raises(ValueError, match="min_len"):
         D.make_truth(syn(min_len=5, max_len=3))
+
+
+def test_task_truth_grades_answers_and_builds_pairs():
+    cfg = syn(kind="task", task="addition", task_params={"max_digits": 2}, num_prompts=64)
+    records, truth = D.synthetic_pairs(cfg)
+    prompts = records.prompts[:1] * 4
+    answer = int(truth.metadata[prompts[0]]["answer"])
+    texts = [f"<answer>{answer}</answer>", f"<answer>{answer + 1}</answer>", f"{answer}", "no number"]
+    r = truth.reward(texts, prompts)
+    assert r[0] == 1.0 and -1.0 <= r[1] < 0 and r[2] == 1.0 and r[3] == -2.0
+    assert truth.valid(texts, prompts).tolist() == [True, True, True, False]
+    assert np.all(truth.reward(records.chosen, records.prompts) >= truth.reward(records.rejected, records.prompts))
+    assert records.chosen[0].startswith("<answer>")
+    assert set(D.synthetic_prompts(cfg, 20, "eval")) <= set(truth.metadata)        # held-out prompts are graded
+    with pytest.raises(ValueError, match="numeric task"):
+        D.synthetic_pairs(syn(kind="task", task="sorting"))
