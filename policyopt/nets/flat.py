@@ -4,9 +4,10 @@ For networks with a few hundred thousand parameters, ``torch.optim.Adam.step`` a
 ``clip_grad_norm_`` cost more in per-tensor Python bookkeeping than in arithmetic. Here every
 parameter (and its ``.grad``) is a view into one flat tensor, so the gradient norm is one reduction,
 clipping one multiply and Adam one call of PyTorch's fused kernel (the same kernel as
-``torch.optim.Adam(fused=True)``; Kingma & Ba, 2015, "Adam", arXiv:1412.6980). Without clipping the
-result is bitwise that of ``torch.optim.Adam(fused=True)``; with clipping it differs only by the
-summation order of the gradient norm (one flat reduction instead of a norm of per-tensor norms).
+``torch.optim.Adam(fused=True)``; Kingma & Ba, 2015, "Adam", arXiv:1412.6980). The result equals
+``torch.optim.Adam(fused=True)`` + ``clip_grad_norm_`` up to float rounding (the kernel's vector /
+scalar split falls differently on one flat tensor, and the norm is one reduction instead of a norm
+of per-tensor norms); runs stay exactly reproducible and resumable.
 
 Backward accumulates into the existing ``.grad`` views in place (PyTorch's AccumulateGrad adds into a
 defined gradient when not building a graph), so :meth:`FlatAdam.zero_grad` zeroes one tensor.
