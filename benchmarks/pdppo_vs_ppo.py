@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200_000)
     args = p.parse_args()
     torch.set_num_threads(1)
-    configs = {"ppo": "configs/ppo_lotsizing.yaml", "pdppo": "configs/pdppo_lotsizing.yaml"}
+    configs = {"ppo": ("configs/ppo_lotsizing.yaml", []), "pdppo": ("configs/pdppo_lotsizing.yaml", [])}
     overrides = [f"trainer.total_steps={args.steps}", "trainer.eval_every_steps=20000", "trainer.tensorboard=false"]
     runs, seconds = run_pair("pdppo_vs_ppo", configs, args.seeds, overrides)
     ref = references()

@@ -1,9 +1,9 @@
 """PPO + RND vs plain PPO on the sparse-reward path-planning task, several seeds, one process.
 
-    OMP_NUM_THREADS=1 python benchmarks/rnd_vs_ppo.py [--seeds 0 1 2 3 4] [--steps 800000]
+    OMP_NUM_THREADS=1 python benchmarks/rnd_vs_ppo.py [--seeds 0 1 2 3 4] [--steps 1200000]
 
-Both sides run the same PPO settings (configs/ppo_pathplanning.yaml vs configs/ppo_rnd_pathplanning.yaml,
-which only adds ``ppo.rnd``), one torch thread, the same seeds. The score is the success rate of the last
+Both sides run configs/ppo_rnd_pathplanning.yaml, PPO with ``ppo.rnd=null`` (so the only difference is
+RND), one torch thread, the same seeds, the same budget. The score is the success rate of the last
 evaluation (32 episodes on evaluation seeds; the return is 1 at the goal and 0 otherwise). Reported: IQM
 with 95% stratified-bootstrap CIs (policyopt.eval.stats, i.e. scipy), the probability of improvement,
 how many seeds ever reach the goal, learning curves with CI bands (PNG) and the JSON in
@@ -25,10 +25,12 @@ from policyopt.eval import stats
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--steps", type=int, default=800_000)
+    p.add_argument("--steps", type=int, default=1_200_000)
     args = p.parse_args()
     torch.set_num_threads(1)
-    configs = {"ppo": "configs/ppo_pathplanning.yaml", "ppo+rnd": "configs/ppo_rnd_pathplanning.yaml"}
+    # the same file for both: PPO is configs/ppo_rnd_pathplanning.yaml with the RND section removed
+    configs = {"ppo": ("configs/ppo_rnd_pathplanning.yaml", ["ppo.rnd=null"]),
+               "ppo+rnd": ("configs/ppo_rnd_pathplanning.yaml", [])}
     overrides = [f"trainer.total_steps={args.steps}", "trainer.eval_every_steps=100000", "trainer.tensorboard=false"]
     runs, seconds = run_pair("rnd_vs_ppo", configs, args.seeds, overrides)
     curves = {a: [stats.load_curve(d) for d in dirs] for a, dirs in runs.items()}

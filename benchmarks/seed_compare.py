@@ -18,13 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def run_pair(name: str, configs: dict[str, str], seeds: list[int], overrides: list[str]) -> tuple[dict, dict]:
-    """Train every (label, config) on every seed into runs/bench/<name>/; returns (run dirs, seconds)."""
+def run_pair(name: str, configs: dict[str, tuple[str, list[str]]], seeds: list[int],
+             overrides: list[str]) -> tuple[dict, dict]:
+    """Train every ``label: (config, its own overrides)`` on every seed into runs/bench/<name>/ (finished
+    runs there are reused); returns (run dirs, seconds)."""
     root = ROOT / "runs" / "bench" / name
     runs, seconds = {}, {}
-    for label, config in configs.items():
+    for label, (config, own) in configs.items():
         start = time.perf_counter()
-        runs[label] = stats.run_seeds(ROOT / config, seeds, root, overrides, tag=label)
+        runs[label] = stats.run_seeds(ROOT / config, seeds, root, [*overrides, *own], tag=label)
         seconds[label] = time.perf_counter() - start
         print(f"{label}: {len(seeds)} seeds in {seconds[label]:.0f} s", flush=True)
     return runs, seconds
