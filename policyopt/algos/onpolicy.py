@@ -17,6 +17,7 @@ from torch import Tensor
 from policyopt.data.rollout import Rollout
 from policyopt.losses import discounted_returns, gae
 from policyopt.nets.actor_critic import ActionSpec, ActorCritic
+from policyopt.nets.flat import FlatAdam
 from policyopt.runtime.config import configclass
 
 
@@ -102,27 +103,31 @@ class Learner:
                  optimizer: str = "adam", adam_eps: float = 1e-5, max_grad_norm: float | None = 0.5):
         torch.manual_seed(seed)
         self.net = ActorCritic(obs_dim, spec, net.hidden_sizes, net.activation, net.shared_torso, net.init_log_std)
-        params = list(self.net.parameters())
         if optimizer == "adam":
-            # fused Adam: one kernel for all parameters (CPU support since torch 2.4)
-            self.opt = torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
+            # parameters and gradients in one flat buffer: one norm, one fused Adam kernel per step
+            self.opt = FlatAdam(self.net, lr, eps=adam_eps, max_grad_norm=max_grad_norm)
         else:
-            self.opt = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=adam_eps, foreach=True)
-        self.params, self.base_lr, self.max_grad_norm = params, lr, max_grad_norm
+            self.opt = torch.optim.RMSprop(self.net.parameters(), lr=lr, alpha=0.99, eps=adam_eps, foreach=True)
+        self.params, self.base_lr, self.max_grad_norm = list(self.net.parameters()), lr, max_grad_norm
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.updates = 0
 
     def set_lr(self, lr: float) -> None:
+        if isinstance(self.opt, FlatAdam):
+            self.opt.lr = lr
+            return
         for group in self.opt.param_groups:
             group["lr"] = lr
 
-    def step(self, loss: Tensor) -> float:
-        """Backward, clip the global gradient norm, optimiser step; returns the pre-clip norm."""
+    def step(self, loss: Tensor) -> Tensor:
+        """Backward, clip the global gradient norm, optimiser step; returns the pre-clip norm (0-d)."""
+        if isinstance(self.opt, FlatAdam):
+            return self.opt.backward_step(loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = 0.0
+        norm = torch.zeros(())
         if self.max_grad_norm is not None:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True))
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         self.opt.step()
         return norm
 
@@ -134,12 +139,17 @@ class Learner:
         return list(torch.from_numpy(self.rng.permutation(n)).split(size))
 
     def state_dict(self) -> dict:
-        return {"net": dict(self.net.state_dict()), "optimizer": optimizer_tree(self.opt),
+        flat = isinstance(self.opt, FlatAdam)
+        return {"net": {k: v.clone() for k, v in self.net.state_dict().items()},
+                "optimizer": self.opt.state_dict() if flat else optimizer_tree(self.opt),
                 "rng": self.rng.bit_generator.state, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
-        load_optimizer_tree(self.opt, state["optimizer"])
+        if isinstance(self.opt, FlatAdam):
+            self.opt.load_state_dict(state["optimizer"])
+        else:
+            load_optimizer_tree(self.opt, state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.updates = int(state["updates"])
 
@@ -178,7 +188,7 @@ def policy_gradient_update(learner: Learner, batch: Rollout, *, gamma: float, la
     pg = policy_gradient_loss(logp, a)
     vl = value_loss(values, flat.returns)
     ent = entropy.mean()
-    grad_norm = learner.step(pg - ent_coef * ent + vf_coef * vl)
+    grad_norm = float(learner.step(pg - ent_coef * ent + vf_coef * vl))
     learner.updates += 1
     return {"loss/policy": float(pg.detach()), "loss/value": float(vl.detach()), "stats/entropy": float(ent.detach()),
             "stats/grad_norm": grad_norm, "opt/lr": lr}

@@ -110,8 +110,7 @@ class PPO:
                 grad_norm = learner.step(loss)
                 for aux in self.aux.values():
                     aux.step(idx)
-                stats.append(torch.stack([pg.detach(), vl.detach(), ent.detach(), kl, clip_frac,
-                                          torch.tensor(grad_norm)]))
+                stats.append(torch.stack([pg.detach(), vl.detach(), ent.detach(), kl, clip_frac, grad_norm]))
             if cfg.target_kl is not None and float(kl) > cfg.target_kl:
                 break
         learner.updates += 1
