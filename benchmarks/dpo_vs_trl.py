@@ -63,6 +63,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def one_step_probe(model, loss_fn, args: argparse.Namespace) -> float:
+    """Update parity check: one AdamW step (same hyper-parameters as training, clip 1.0) on the first
+    batch from the untouched weights, then the loss on that batch again; the weights are restored."""
+    import torch
+
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    model.train()
+    loss = loss_fn()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        after = float(loss_fn())
+    model.load_state_dict(saved)
+    return after
+
+
 def run_policyopt(workdir: Path, args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
@@ -79,8 +99,10 @@ def run_policyopt(workdir: Path, args: argparse.Namespace) -> dict:
     ref = cached_reference(ref_model, table, None, batch_size=args.batch)
     del ref_model
     algo = OfflinePreference(DPOConfig(beta=args.beta, learning_rate=args.lr, max_grad_norm=1.0), model)
+    first = pair_batch(table, np.arange(args.batch), ref)
     with torch.no_grad():
-        loss0, _ = algo.losses(pair_batch(table, np.arange(args.batch), ref))
+        loss0, _ = algo.losses(first)
+    loss1 = one_step_probe(model, lambda: algo.losses(first)[0].mean(), args)
     setup_s = time.perf_counter() - t0
     collector = PreferenceCollector(table, ref, args.batch, seed=0)
     cfg = TrainerConfig(total_steps=args.steps * args.batch, eval_every_steps=0, progress="none", tensorboard=False)
@@ -91,8 +113,8 @@ def run_policyopt(workdir: Path, args: argparse.Namespace) -> dict:
         train_s = time.perf_counter() - t1
         rows = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     losses, accs = [r["loss/dpo"] for r in rows], [r["rewards/accuracy"] for r in rows]
-    return {"loss_step0": float(loss0.mean()), "train_s": train_s, "setup_s": setup_s, "losses": losses,
-            "accuracies": accs}
+    return {"loss_step0": float(loss0.mean()), "loss_after_probe_step": loss1, "train_s": train_s,
+            "setup_s": setup_s, "losses": losses, "accuracies": accs}
 
 
 def run_trl(workdir: Path, args: argparse.Namespace, tuned: bool) -> dict:
@@ -116,6 +138,7 @@ def run_trl(workdir: Path, args: argparse.Namespace, tuned: bool) -> dict:
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(args.batch)])
     with torch.no_grad():
         loss0 = trainer.compute_loss(trainer.model, batch)
+    loss1 = one_step_probe(trainer.model, lambda: trainer.compute_loss(trainer.model, batch), args)
     trainer._metrics["train"].clear()
     setup_s = time.perf_counter() - t0
     logs: list[dict] = []
@@ -129,7 +152,7 @@ def run_trl(workdir: Path, args: argparse.Namespace, tuned: bool) -> dict:
     trainer.train()
     train_s = time.perf_counter() - t1
     steps = [x for x in logs if "loss" in x]
-    return {"loss_step0": float(loss0), "train_s": train_s, "setup_s": setup_s,
+    return {"loss_step0": float(loss0), "loss_after_probe_step": loss1, "train_s": train_s, "setup_s": setup_s,
             "losses": [float(x["loss"]) for x in steps],
             "accuracies": [float(x.get("rewards/accuracies", float("nan"))) for x in steps]}
 
@@ -148,6 +171,7 @@ def summarise(side: dict, args: argparse.Namespace) -> dict:
     tail = max(1, min(5, len(side["losses"])))
     return {"pairs_per_s": args.steps * args.batch / side["train_s"], "s_per_step": side["train_s"] / args.steps,
             "setup_s": side["setup_s"], "peak_rss_mb": side["peak_rss_mb"], "loss_step0": side["loss_step0"],
+            "loss_after_probe_step": side["loss_after_probe_step"],
             "final_loss": sum(side["losses"][-tail:]) / tail,
             "final_reward_accuracy": sum(side["accuracies"][-tail:]) / tail, "steps_logged": len(side["losses"])}
 
@@ -190,6 +214,9 @@ def main() -> None:
     for k, r in result["ratios"].items():
         print(f"policyopt vs {k}: pairs/s ratio {r['pairs_per_s']:.2f}x, peak RSS ratio {r['peak_rss']:.2f}, "
               f"step-0 loss |diff| {gaps[k]:.2e}")
+    for k in gaps:
+        print(f"loss after one identical AdamW step on the first batch: policyopt {ours['loss_after_probe_step']:.6f}"
+              f" vs {k} {sides[k]['loss_after_probe_step']:.6f}")
     for k, gap in gaps.items():
         assert gap < 1e-5, f"step-0 DPO losses differ: policyopt {ours['loss_step0']} vs {k} {sides[k]['loss_step0']}"
 
