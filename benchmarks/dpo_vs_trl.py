@@ -184,6 +184,7 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--noise", type=float, default=0.02, help="std of the reference's weight perturbation")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved rounds (shared machine: best round counts)")
     p.add_argument("--child", choices=SIDES, default=None)
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
@@ -197,10 +198,15 @@ def main() -> None:
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         flags = [f"--steps={args.steps}", f"--batch={args.batch}", f"--pairs={args.pairs}", f"--beta={args.beta}",
                  f"--lr={args.lr}", f"--noise={args.noise}", f"--workdir={work}"]
-        sides = {}
-        for side in SIDES:
-            subprocess.run([sys.executable, __file__, f"--child={side}", *flags], env=env, check=True, cwd=ROOT)
-            sides[side] = summarise(json.loads((work / f"{side}.json").read_text()), args)
+        sides: dict[str, dict] = {}
+        for _ in range(args.repeats):          # interleaved rounds; the fastest round of each side counts
+            for side in SIDES:
+                subprocess.run([sys.executable, __file__, f"--child={side}", *flags], env=env, check=True, cwd=ROOT)
+                run = summarise(json.loads((work / f"{side}.json").read_text()), args)
+                rates = sides.get(side, {}).get("pairs_per_s_rounds", []) + [run["pairs_per_s"]]
+                if side not in sides or run["pairs_per_s"] > sides[side]["pairs_per_s"]:
+                    sides[side] = run
+                sides[side]["pairs_per_s_rounds"] = rates
     ours = sides["policyopt"]
     gaps = {k: abs(ours["loss_step0"] - v["loss_step0"]) for k, v in sides.items() if k != "policyopt"}
     result = {"config": vars(args) | {"synthetic": SYNTHETIC, "torch_threads": 1}, **sides,
@@ -210,7 +216,7 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
     for name, side in sides.items():
-        print(f"{name:10s} " + "  ".join(f"{k}={v:.4g}" for k, v in side.items()))
+        print(f"{name:10s} " + "  ".join(f"{k}={v:.4g}" for k, v in side.items() if not isinstance(v, list)))
     for k, r in result["ratios"].items():
         print(f"policyopt vs {k}: pairs/s ratio {r['pairs_per_s']:.2f}x, peak RSS ratio {r['peak_rss']:.2f}, "
               f"step-0 loss |diff| {gaps[k]:.2e}")
