@@ -335,6 +335,7 @@ class PairAccuracyEvaluator:
 
     def __init__(self, trainer: RewardModelTrainer, table: Any):
         self.trainer, self.table = trainer, table
+        self.episodes, self.deterministic = len(table), True      # read/set by `policyopt eval`; unused
 
     def evaluate(self) -> dict[str, float]:
         from policyopt.eval.preference import calibration, pair_accuracy

@@ -67,6 +67,8 @@ class WinRateEvaluator:
         self.model, self.tokenizer, self.truth, self.config, self.seed = model, tokenizer, truth, config, seed
         self.prompts = list(prompts)
         self.max_new_tokens = config.max_new_tokens or truth.max_len
+        # `policyopt eval` sets these; evaluation here is always sampled against the fixed start samples
+        self.episodes, self.deterministic = len(self.prompts), False
         self.reference = self._sample()
 
     @classmethod

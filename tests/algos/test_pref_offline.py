@@ -16,7 +16,7 @@ import torch
 from policyopt.runtime import checkpoint as ckpt
 from policyopt.runtime.config import ConfigError
 from policyopt.runtime.run import build_trainer, parse_run_config, train
-from tests.algos.offpolicy_helpers import assert_resume_exact
+from tests.algos.offpolicy_helpers import assert_resume_exact, cli
 from tests.algos.pref_helpers import pref_run_config, tiny_pref_model
 
 
@@ -79,6 +79,7 @@ def test_dpo_resume_is_bitwise_exact(model_dir, tmp_path):
     tree = assert_resume_exact(config, tmp_path, until_step=3 * 48)
     assert tree["algorithm"]["num_updates"] == 6
     assert tree["collector"]["epoch"] == 1                       # 288 pairs served from 256: crossed an epoch
+    cli("eval", str(tmp_path / "full"))                         # `policyopt eval` re-scores the final checkpoint
 
 
 def test_bad_configs_name_the_key(model_dir, tmp_path):
