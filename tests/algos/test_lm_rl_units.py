@@ -188,8 +188,8 @@ def test_running_mean_baseline_is_state(policy):
     assert torch.equal(other.ema, core.ema) and int(other.ema_steps) == 2
 
 
-LM_CONFIGS = ("grpo_addition", "drgrpo_addition", "dapo_addition", "gspo_addition", "grpod_addition",
-              "remax_addition", "rloo_addition", "lm_reinforce_addition", "lm_ppo_addition", "loop_calculator",
+LM_CONFIGS = ("grpo_sorting", "drgrpo_sorting", "dapo_sorting", "gspo_sorting", "grpod_sorting",
+              "remax_sorting", "rloo_sorting", "lm_reinforce_sorting", "lm_ppo_sorting", "loop_calculator",
               "grpo_demo")
 
 
