@@ -80,6 +80,9 @@ class DPOConfig:
     """LiPO listwise loss (``lambda`` = LiPO-lambda)."""
     lipo_ndcg: bool = False
     """LiPO-lambda: normalise the lambda weights by the ideal DCG."""
+    packed: bool = True
+    """Pairs: one packed forward per batch (prompt once per pair, no padding; :func:`packed_pair_logps`).
+    False: chosen and rejected as ``2B`` padded rows (any model)."""
     length_normalize: bool = False
     """Use per-token mean log-probs instead of sums (TRL's IPO convention; RRHF always normalises)."""
     learning_rate: Annotated[float, pydantic.Field(gt=0)] = 5e-4
@@ -149,7 +152,86 @@ def sequence_logps(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask
     return total / mask.sum(-1).clamp_min(1) if mean else total
 
 
-def reference_table(model: torch.nn.Module, table: Any, batch_size: int = 64, mean: bool = False) -> np.ndarray:
+def _packed_layout(batch: Any, pairs_per_row: int) -> dict[str, torch.Tensor]:
+    """Index arithmetic of :func:`packed_pair_logps` (vectorised; no loop over pairs)."""
+    pm, cm, rm = batch.prompt_mask.bool(), batch.chosen_mask.bool(), batch.rejected_mask.bool()
+    p_len, c_len, r_len = pm.sum(1), cm.sum(1), rm.sum(1)
+    n = p_len + c_len + r_len
+    pair = torch.arange(n.shape[0])
+    row = pair // pairs_per_row
+    csum = torch.cumsum(n, 0)
+    first = pair - pair % pairs_per_row
+    start = csum - n - (csum[first] - n[first])                      # offset of each pair in its row
+    width = int((start + n).max())
+    # token ranks inside each part, row-major over pairs (matches boolean-mask selection order)
+    j_p, j_c, j_r = torch.cumsum(pm.long(), 1) - 1, torch.cumsum(cm.long(), 1) - 1, torch.cumsum(rm.long(), 1) - 1
+    pi, ci, ri = pair[:, None].expand_as(pm)[pm], pair[:, None].expand_as(cm)[cm], pair[:, None].expand_as(rm)[rm]
+    col_p, col_c = start[pi] + j_p[pm], start[ci] + p_len[ci] + j_c[cm]
+    col_r = start[ri] + p_len[ri] + c_len[ri] + j_r[rm]
+    pred_r = torch.where(j_r[rm] == 0, start[ri] + p_len[ri] - 1, col_r - 1)   # rejected starts after the prompt
+    return {"row": row, "pi": pi, "ci": ci, "ri": ri, "col_p": col_p, "col_c": col_c, "col_r": col_r,
+            "pred_c": col_c - 1, "pred_r": pred_r, "pos_p": j_p[pm], "pos_c": p_len[ci] + j_c[cm],
+            "pos_r": p_len[ri] + j_r[rm], "width": torch.tensor(width), "rows": torch.tensor(int(row.max()) + 1)}
+
+
+def packed_pair_logps(model: torch.nn.Module, batch: Any, pairs_per_row: int = 4, token_chunk: int = 4096,
+                      mean: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected sequence log-probs ``([B], [B])`` in one *packed* forward pass.
+
+    Each pair becomes one segment ``[prompt, chosen, rejected]`` (no padding inside), ``pairs_per_row``
+    segments share a row; a 4D attention mask keeps segments apart and hides the chosen tokens from
+    the rejected ones, and position ids restart the rejected completion right after the prompt. The
+    prompt is computed once per pair instead of twice and padding nearly vanishes, so the forward and
+    backward cost ~40% fewer token-FLOPs than :func:`sequence_logps` on ``2B`` padded rows, with the
+    same result up to float rounding. Needs a HF decoder that accepts 4D masks (Llama, Qwen2, ...).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    from policyopt.lm.logprobs import body_and_head
+
+    lay = _packed_layout(batch, pairs_per_row)
+    rows, width = int(lay["rows"]), int(lay["width"])
+    ids = torch.full((rows, width), 0, dtype=torch.long)
+    pos = torch.zeros((rows, width), dtype=torch.long)
+    seg = torch.full((rows, width), -1, dtype=torch.long)
+    part = torch.zeros((rows, width), dtype=torch.long)
+    for k, (i, col, tokens, kind) in enumerate((("pi", "col_p", batch.prompt_ids[batch.prompt_mask.bool()], "pos_p"),
+                                                 ("ci", "col_c", batch.chosen_ids[batch.chosen_mask.bool()], "pos_c"),
+                                                 ("ri", "col_r", batch.rejected_ids[batch.rejected_mask.bool()],
+                                                  "pos_r"))):
+        r, c = lay["row"][lay[i]], lay[col]
+        ids[r, c], pos[r, c], seg[r, c], part[r, c] = tokens, lay[kind], lay[i], k
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = same & causal & ~((part[:, :, None] == 2) & (part[:, None, :] == 1))
+    allowed |= torch.eye(width, dtype=torch.bool)                     # padding queries see themselves (no NaN)
+    body, head = body_and_head(model)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    preds = torch.cat([hidden[lay["row"][lay["ci"]], lay["pred_c"]], hidden[lay["row"][lay["ri"]], lay["pred_r"]]])
+    targets = torch.cat([batch.chosen_ids[batch.chosen_mask.bool()], batch.rejected_ids[batch.rejected_mask.bool()]])
+    pieces = []
+    for t0 in range(0, preds.shape[0], token_chunk):
+        args = (head, preds[t0:t0 + token_chunk], targets[t0:t0 + token_chunk])
+        grad = torch.is_grad_enabled() and preds.requires_grad
+        pieces.append(checkpoint(_token_logps, *args, use_reentrant=False) if grad else _token_logps(*args))
+    lp = torch.cat(pieces)
+    n_c, b = lay["ci"].shape[0], batch.chosen_ids.shape[0]
+    chosen = lp.new_zeros(b).index_add(0, lay["ci"], lp[:n_c])
+    rejected = lp.new_zeros(b).index_add(0, lay["ri"], lp[n_c:])
+    if mean:
+        chosen = chosen / batch.chosen_mask.sum(1).clamp_min(1)
+        rejected = rejected / batch.rejected_mask.sum(1).clamp_min(1)
+    return chosen, rejected
+
+
+def _token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return head(hidden).float().log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+def reference_table(model: torch.nn.Module, table: Any, batch_size: int = 64, mean: bool = False,
+                    packed: bool = True) -> np.ndarray:
     """Reference sequence log-probs of a whole data table, once: ``[N, 2]`` (chosen, rejected) for a
     :class:`~policyopt.data.preference.PairTable`, ``[N, K]`` for a ``ListTable`` (padding items 0)."""
     from policyopt.data.preference import PairTable, list_batch, pair_batch
@@ -160,8 +242,9 @@ def reference_table(model: torch.nn.Module, table: Any, batch_size: int = 64, me
             index = np.arange(start, min(start + batch_size, len(table)))
             if isinstance(table, PairTable):
                 b = pair_batch(table, index)
-                lp = sequence_logps(model, *b.completions(), mean=mean)
-                out.append(torch.stack(lp.chunk(2), 1))
+                lp = packed_pair_logps(model, b, mean=mean) if packed else sequence_logps(
+                    model, *b.completions(), mean=mean).chunk(2)
+                out.append(torch.stack(lp, 1))
             else:
                 b = list_batch(table, index)
                 lp = sequence_logps(model, *b.flat(), mean=mean).reshape(b.list_mask.shape)
@@ -299,8 +382,10 @@ class OfflinePreference:
             return self._list_losses(batch)
         if batch.ref_chosen is None:
             raise ValueError("PreferencePairs without cached reference log-probs (see reference_table)")
-        lp = sequence_logps(self.model, *batch.completions(), mean=c.length_normalize)
-        pc, pr = lp.chunk(2)
+        if c.packed:
+            pc, pr = packed_pair_logps(self.model, batch, mean=c.length_normalize)
+        else:
+            pc, pr = sequence_logps(self.model, *batch.completions(), mean=c.length_normalize).chunk(2)
         rc, rr = batch.ref_chosen.to(pc.dtype), batch.ref_rejected.to(pc.dtype)
         loss = pair_loss(c, pc, pr, rc, rr, batch.chosen_mask.sum(-1))
         rw_c, rw_r = L.implicit_rewards(pc, rc, c.beta), L.implicit_rewards(pr, rr, c.beta)
@@ -448,4 +533,4 @@ def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
 
 __all__ = ["DPOConfig", "IPOConfig", "LiPOConfig", "OfflinePreference", "PreferenceCollector",
            "PreferenceDataConfig", "RRHFConfig", "SLiCConfig", "build", "cached_reference", "load_trainable",
-           "pair_loss", "reference_table", "sequence_logps", "starting_model", "tiny_model"]
+           "packed_pair_logps", "pair_loss", "reference_table", "sequence_logps", "starting_model", "tiny_model"]
