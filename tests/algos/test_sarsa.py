@@ -53,3 +53,13 @@ def test_tabular_needs_discrete_observations():
     config["env"] = {"id": "CartPole-v1", "num_envs": 2}
     with pytest.raises(ConfigError, match="Discrete observation"):
         build_trainer(parse_run_config(config), "/tmp/unused_sarsa_run")
+
+
+def test_sarsa_resume_is_bitwise_exact(tmp_path):
+    from tests.algos.offpolicy_helpers import assert_resume_exact
+
+    config = cliff(800, tabular=False, expected=False, learning_rate=3e-3, hidden_sizes=[8])
+    config["trainer"].update(eval_every_steps=400, eval_episodes=1)
+    config["env"]["kwargs"] = {"max_episode_steps": 30}
+    tree = assert_resume_exact(config, tmp_path, until_step=400)
+    assert tree["collector"]["action"].shape == (4,)     # the pre-chosen next actions travel too
