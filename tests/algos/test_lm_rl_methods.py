@@ -55,3 +55,18 @@ def test_method_improves_held_out_accuracy(method, model_dir, tmp_path):
         assert name in record and math.isfinite(record[name]), name
     if method != "loop":  # LOOP keeps one model copy: no reference, no KL to it
         assert math.isfinite(record["stats/kl_ref"]) and record["stats/kl_ref"] > 0
+
+
+def test_grpo_improves_the_shipped_builtin_model(tmp_path):
+    """The demo config, shortened to 25 updates: held-out accuracy of the built-in model on 200 unseen
+    sorting prompts goes from 0.445 to about 0.56 (measured); assert at least +0.05."""
+    from pathlib import Path
+
+    from policyopt.runtime.config import apply_overrides, load_yaml
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "grpo_demo.yaml"
+    data = apply_overrides(load_yaml(config), ["trainer.total_steps=1600", "trainer.progress=none"])
+    trainer = build_trainer(parse_run_config(data), tmp_path)
+    before = trainer.evaluator.evaluate()["eval/accuracy/all"]
+    after = trainer.run()["eval/accuracy/all"]
+    assert after >= before + 0.05, (before, after)
