@@ -15,7 +15,7 @@ $(PY):
 
 $(VENV)/.core: pyproject.toml | $(PY)
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[lm,plot]"
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(PY)

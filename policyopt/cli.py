@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=None)
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     sub.add_parser("list", help="algorithms, environments and ready configs")
-    sub.add_parser("demo", help="train the built-in default (PPO on CartPole-v1) and print where the run is")
+    d = sub.add_parser("demo", help="PPO on CartPole-v1, then GRPO on the built-in language model (needs the lm extra)")
+    d.add_argument("--classic-only", action="store_true", help="skip the language-model demo")
     return p
 
 
@@ -56,15 +57,30 @@ def _list() -> None:
         print(f"  {path.name}")
 
 
-def _demo() -> None:
+def _demo(classic_only: bool = False) -> None:
+    import importlib.util
+
     from policyopt.runtime.run import train
 
     config = CONFIG_DIR / "ppo_cartpole.yaml"
-    print(f"policyopt demo: PPO on CartPole-v1 ({config})", flush=True)
+    print(f"policyopt demo 1/2: PPO on CartPole-v1 ({config})", flush=True)
     run_dir, record = train(config, ["trainer.progress=lines"])
     print(f"final evaluation: mean return {record.get('eval/return_mean', float('nan')):.1f} "
           f"over {record.get('step', 0):,} steps in {record.get('time/train_s', 0):.1f}s of training")
-    print(f"results: {run_dir.resolve()}  (config.yaml, metrics.jsonl, tb/, checkpoints/)")
+    print(f"results: {run_dir.resolve()}  (config.yaml, metrics.jsonl, tb/, checkpoints/)", flush=True)
+    if classic_only:
+        return
+    if importlib.util.find_spec("transformers") is None:
+        print("demo 2/2 skipped: install the lm extra (pip install -e '.[lm,plot]') for the GRPO demo")
+        return
+    from policyopt.algos.grpo import demo as grpo_demo
+    from policyopt.runtime.run import default_run_dir, load_yaml, parse_run_config
+
+    grpo_config = CONFIG_DIR / "grpo_demo.yaml"
+    lm_dir = default_run_dir(parse_run_config(load_yaml(grpo_config)))
+    print(f"\npolicyopt demo 2/2: GRPO on the built-in language model ({grpo_config})", flush=True)
+    grpo_demo(lm_dir, grpo_config, ["trainer.progress=lines"])
+    print(f"results: {lm_dir.resolve()}  (config.yaml, metrics.jsonl, reward_curve.png, checkpoints/)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "list":
             _list()
         else:
-            _demo()
+            _demo(args.classic_only)
     except (ConfigError, CheckpointError) as err:
         print(f"policyopt: error: {err}", file=sys.stderr)
         return 2

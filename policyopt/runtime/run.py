@@ -134,8 +134,14 @@ def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
-    env_name = cfg.env.id.replace("/", "-")
-    return Path(root) / f"{cfg.algo}_{env_name}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/<algo>_<env>_s<seed>_<time>`` (the env part only for environment-based algorithms);
+    a numeric suffix keeps two runs started in the same second apart."""
+    env_part = f"_{cfg.env.id.replace('/', '-')}" if REGISTRY[cfg.algo].data == "rollout" else ""
+    base = Path(root) / f"{cfg.algo}{env_part}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
 
 
 def train(config: str | Path | dict, overrides: list[str] = (), run_dir: str | Path | None = None,

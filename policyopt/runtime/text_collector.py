@@ -372,6 +372,10 @@ class TextCollector:
         for name, vals in components.items():
             good = ~torch.isnan(vals)
             out[f"reward/{name}"] = float(vals[good].mean()) if bool(good.any()) else float("nan")
+        # rewards that execute code report per-verdict fractions (sandbox/verdict/...) of their last batch
+        extra = getattr(self.guard.fn, "last_metrics", None)
+        if isinstance(extra, dict):
+            out.update({k: float(v) for k, v in extra.items() if k not in out})
         return out
 
     # ------------------------------------------------------------------------------------ state

@@ -42,5 +42,7 @@ def test_grpo_with_sandboxed_unit_test_reward_runs_end_to_end(tmp_path):
     verdicts = [v.name for rep in reward.last_reports if rep is not None for v in rep.verdicts]
     assert len(verdicts) == 8 * 4 and "SANDBOX_ERROR" not in verdicts   # 8 completions x 4 tests
     assert reward.last_metrics and all(v >= 0.0 for v in reward.last_metrics.values())
+    verdict_keys = [k for k in reward.last_metrics if k != "reward/unscorable_frac"]
+    assert all(k in records[-1] for k in verdict_keys)   # per-verdict fractions are logged every step
     changed = any(not (before[k] == v).all() for k, v in policy.model.state_dict().items())
     assert changed or all(r["reward/std"] == 0 for r in records)
