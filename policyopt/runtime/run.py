@@ -156,7 +156,14 @@ def train(config: str | Path | dict, overrides: list[str] = (), run_dir: str | P
     dump_yaml(run_config_dict(cfg), run_dir / "config.yaml")
     if init_from is not None:
         tree, _ = ckpt.load_checkpoint(init_from)
-        trainer.algorithm.policy.load_state_dict(tree["algorithm"]["learner"]["net"])
+        weights = tree.get("algorithm", {}).get("learner", {}).get("net")
+        if REGISTRY[cfg.algo].data != "rollout" or weights is None:
+            raise ConfigError(f"--init-from: starting from another run's weights is supported for the on-policy "
+                              f"actor-critic algorithms (ppo, a2c, reinforce), not yet for {cfg.algo!r}")
+        try:
+            trainer.algorithm.policy.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ConfigError(f"--init-from: the weights in {init_from} do not fit this network: {err}") from None
     return run_dir, trainer.run(until_step)
 
 
