@@ -21,7 +21,7 @@ from torch import Tensor
 from policyopt.data.replay import ReplayConfig, ReplaySpec, Transitions
 from policyopt.losses.td import dqn_target, huber, masked_argmax
 from policyopt.nets import distributions as D
-from policyopt.nets.flat import FlatAdam
+from policyopt.nets.flat import FlatAdam, denormals_flushed
 from policyopt.nets.qnets import QNetwork, polyak_update
 from policyopt.runtime.config import configclass
 
@@ -68,7 +68,7 @@ class DQNConfig:
     activation: Literal["tanh", "relu", "gelu", "silu"] = "relu"
     """Hidden-layer activation."""
     flush_denormal: bool = True
-    """Flush denormal floats to zero (``torch.set_flush_denormal``, process-wide): Adam moments of
+    """Flush denormal floats to zero during updates (``torch.set_flush_denormal``, scoped): Adam moments of
     dead ReLU units decay into denormals, whose arithmetic is 3-10x slower on x86 CPUs."""
     replay: ReplayConfig = ReplayConfig()
     """Replay buffer (size, n-step, prioritized sampling, checkpointing)."""
@@ -143,6 +143,10 @@ class DQN:
 
     # -- learning ------------------------------------------------------------------------------
     def update(self, batch) -> dict[str, float]:
+        with denormals_flushed(self.config.flush_denormal):
+            return self._update(batch)
+
+    def _update(self, batch) -> dict[str, float]:
         cfg = self.config
         prev = batch.step - batch.num_steps
         if batch.step // cfg.target_update_interval > prev // cfg.target_update_interval:

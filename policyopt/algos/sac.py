@@ -30,7 +30,7 @@ from policyopt.losses.td import (
     td_target,
 )
 from policyopt.nets import distributions as D
-from policyopt.nets.flat import FlatAdam
+from policyopt.nets.flat import FlatAdam, denormals_flushed
 from policyopt.nets.qnets import EnsembleMLP, QNetwork, SquashedGaussianActor, polyak_update
 from policyopt.runtime.config import configclass
 from policyopt.runtime.seeding import generator_state, set_generator_state
@@ -70,7 +70,7 @@ class SACConfig:
     max_grad_norm: Positive | None = None
     """Global gradient-norm clip of each network; None (the SAC default) disables it."""
     flush_denormal: bool = True
-    """Flush denormal floats to zero (``torch.set_flush_denormal``, process-wide): Adam moments of
+    """Flush denormal floats to zero during updates (``torch.set_flush_denormal``, scoped): Adam moments of
     dead ReLU units decay into denormals, whose arithmetic is 3-10x slower on x86 CPUs."""
     replay: ReplayConfig = ReplayConfig()
     """Replay buffer (size, n-step, prioritized sampling, checkpointing)."""
@@ -165,6 +165,10 @@ class SAC:
 
     # -- learning ------------------------------------------------------------------------------
     def update(self, batch) -> dict[str, float]:
+        with denormals_flushed(self.config.flush_denormal):
+            return self._update(batch)
+
+    def _update(self, batch) -> dict[str, float]:
         if batch.gradient_steps == 0:
             return {}
         beta0 = self.config.replay.beta0

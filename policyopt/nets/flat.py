@@ -15,8 +15,26 @@ defined gradient when not building a graph), so :meth:`FlatAdam.zero_grad` zeroe
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
+
+
+@contextlib.contextmanager
+def denormals_flushed(enabled: bool = True) -> Iterator[None]:
+    """Flush denormal floats to zero inside the block only (``torch.set_flush_denormal`` sets a CPU
+    flag for the whole thread, which would otherwise also zero tiny floats in user data, JSON and
+    numpy). Adam moments decaying into denormals can make a step several times slower on x86."""
+    if not enabled:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 class FlatAdam:

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from policyopt.runtime.collectors import ObsAdapter
 from policyopt.runtime.config import ConfigError
 from policyopt.runtime.evaluate import EpisodeEvaluator
@@ -31,7 +29,6 @@ def _env_and_algo(cfg: Any, make: Callable[..., Any], *extra: str) -> tuple[Any,
     if cfg.env.normalize_obs or cfg.env.normalize_reward:
         raise ConfigError(f"env.normalize_obs / env.normalize_reward: not supported by {cfg.algo} (value-based "
                           "learners would need normalisers frozen per replayed sample); set them to false")
-    torch.set_flush_denormal(bool(getattr(cfg.algo_config, "flush_denormal", False)))
     env = make_env(cfg.env, cfg.env.num_envs)
     env.action_space.seed(derive_seed(cfg.seed, "action_space"))
     env.observation_space.seed(derive_seed(cfg.seed, "observation_space"))
