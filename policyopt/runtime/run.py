@@ -205,6 +205,8 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, deterministic
     tree, step = ckpt.load_checkpoint(run_dir)
     trainer.load_state_dict(tree)
     ev = trainer.evaluator
+    if ev is None:
+        raise ConfigError(f"{cfg.algo}: this run has no evaluator (its config names no evaluation data)")
     ev.episodes = episodes or ev.episodes
     ev.deterministic = deterministic
     out = {"step": step, **ev.evaluate()}
