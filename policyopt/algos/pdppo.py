@@ -149,13 +149,11 @@ def build(cfg, run_dir):
     from policyopt.runtime.collectors import ObsAdapter, RolloutCollector
     from policyopt.runtime.config import ConfigError
     from policyopt.runtime.evaluate import EpisodeEvaluator
-    from policyopt.runtime.run import make_env
+    from policyopt.runtime.run import make_env, make_seeded_env
     from policyopt.runtime.seeding import derive_seed
 
     acfg, key = cfg.algo_config, cfg.algo_config.post_decision_key
-    env = make_env(cfg.env, cfg.env.num_envs)
-    for name in ("action_space", "observation_space", "single_action_space", "single_observation_space"):
-        getattr(env, name).seed(derive_seed(cfg.seed, name))
+    env = make_seeded_env(cfg)
     try:
         adapter = ObsAdapter(env.single_observation_space)
         spec = ActionSpec.from_space(env.single_action_space)

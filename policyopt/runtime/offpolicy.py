@@ -24,17 +24,12 @@ from policyopt.runtime.seeding import derive_seed
 
 
 def _env_and_algo(cfg: Any, make: Callable[..., Any], *extra: str) -> tuple[Any, Any]:
-    from policyopt.runtime.run import make_env
+    from policyopt.runtime.run import make_seeded_env
 
     if cfg.env.normalize_obs or cfg.env.normalize_reward:
         raise ConfigError(f"env.normalize_obs / env.normalize_reward: not supported by {cfg.algo} (value-based "
                           "learners would need normalisers frozen per replayed sample); set them to false")
-    env = make_env(cfg.env, cfg.env.num_envs)
-    env.action_space.seed(derive_seed(cfg.seed, "action_space"))
-    env.observation_space.seed(derive_seed(cfg.seed, "observation_space"))
-    # the single-copy spaces are part of the checkpointed env state too: seed them for exact resumes
-    env.single_action_space.seed(derive_seed(cfg.seed, "single_action_space"))
-    env.single_observation_space.seed(derive_seed(cfg.seed, "single_observation_space"))
+    env = make_seeded_env(cfg)
     try:
         obs_dim = ObsAdapter(env.single_observation_space).dim
         kwargs = {"observation_space": env.single_observation_space} if "observation_space" in extra else {}

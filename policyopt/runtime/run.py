@@ -105,6 +105,15 @@ def make_env(env: EnvConfig | str, num_envs: int | None = None, **fields: Any) -
         raise ConfigError(f"env.kwargs: {env.id!r} rejected the keyword arguments {env.kwargs}: {err}") from None
 
 
+def make_seeded_env(cfg: RunConfig) -> gym.vector.VectorEnv:
+    """The training env of a run, every space's RNG seeded from the run seed (spaces are part of the
+    checkpointed env state, so unseeded ones would make two same-seed runs differ)."""
+    env = make_env(cfg.env, cfg.env.num_envs)
+    for name in ("action_space", "observation_space", "single_action_space", "single_observation_space"):
+        getattr(env, name).seed(derive_seed(cfg.seed, name))
+    return env
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
     torch.set_num_threads(cfg.trainer.torch_threads)
     seed_everything(derive_seed(cfg.seed, "global"))
@@ -112,9 +121,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
     if spec_entry.builder is not None:
         algo, collector, evaluator = spec_entry.builder(cfg, run_dir)
         return Trainer(algo, collector, cfg.trainer, run_dir, evaluator)
-    env = make_env(cfg.env, cfg.env.num_envs)
-    for name in ("action_space", "observation_space", "single_action_space", "single_observation_space"):
-        getattr(env, name).seed(derive_seed(cfg.seed, name))
+    env = make_seeded_env(cfg)
     try:
         adapter = ObsAdapter(env.single_observation_space)
         action_spec = ActionSpec.from_space(env.single_action_space)
