@@ -27,8 +27,6 @@ import statistics
 import time
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 THRESHOLD = 475.0
@@ -40,20 +38,6 @@ ZOO_OVERRIDES = ["env.num_envs=8", "ppo.num_steps=32", "ppo.minibatch_size=256",
                  # SB3's value loss is vf_coef * MSE; ours is vf_coef * 0.5 * MSE, so 1.0 here == SB3's 0.5.
                  "ppo.vf_coef=1.0", "ppo.norm_adv=true", "ppo.adam_eps=1e-5", "ppo.net.hidden_sizes=[64,64]",
                  "ppo.net.activation=tanh"]
-
-
-def evaluate_sb3(model, seed: int, episodes: int = 10) -> float:
-    """Batched deterministic evaluation with the same protocol as policyopt's evaluator."""
-    env = gym.make_vec("CartPole-v1", num_envs=episodes, vectorization_mode="sync")
-    obs, _ = env.reset(seed=seed)
-    ret, done = np.zeros(episodes), np.zeros(episodes, bool)
-    while not done.all():
-        action, _ = model.predict(obs, deterministic=True)
-        obs, r, term, trunc, _ = env.step(action)
-        ret += np.where(done, 0.0, r)
-        done |= term | trunc
-    env.close()
-    return float(ret.mean())
 
 
 def sb3_throughput(seed: int, steps: int) -> float:
@@ -83,6 +67,7 @@ def ours_throughput(seed: int, steps: int, overrides: list[str], tag: str) -> fl
 
 
 def run_sb3(seed: int, eval_every: int, budget: int) -> dict:
+    from offpolicy_vs_sb3 import evaluate_sb3  # the same batched evaluation protocol for every SB3 run
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -105,7 +90,7 @@ def run_sb3(seed: int, eval_every: int, budget: int) -> dict:
             n = self.num_timesteps
             if n // eval_every > self.last // eval_every:
                 self.train_s += time.perf_counter() - self.t0
-                self.curve.append((n, self.train_s, evaluate_sb3(self.model, 10_000 + seed)))
+                self.curve.append((n, self.train_s, evaluate_sb3(self.model, "CartPole-v1", 10_000 + seed)))
                 self.t0 = time.perf_counter()
                 if self.curve[-1][2] >= THRESHOLD:
                     self.model._stop = True

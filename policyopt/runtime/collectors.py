@@ -26,6 +26,20 @@ from policyopt.runtime import envstate
 from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
+def restore_env(env, state: dict, process) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
+    """Restore a collector's env and in-flight ``(obs, mask, prev_end)`` from its state; when the env
+    state could not be captured (``{"unavailable": ...}``), warn and start fresh episodes instead.
+    ``process(raw, info) -> (obs, mask)`` prepares reset observations. Returns ``(..., exact)``."""
+    if "unavailable" in state["env"]:
+        warnings.warn("resuming without environment state: episodes restart from a fresh reset, so this run "
+                      "is not an exact continuation", RuntimeWarning, stacklevel=3)
+        obs, mask = process(*env.reset())
+        return obs, mask, np.zeros(env.num_envs, bool), False
+    envstate.set_env_state(env, state["env"])
+    mask = None if state["mask"] is None else state["mask"].copy()
+    return state["obs"].copy(), mask, state["prev_end"].copy(), True
+
+
 class ObsAdapter:
     """Flattens observations to float32 ``[N, D]`` and extracts action masks.
 
@@ -192,18 +206,9 @@ class RolloutCollector:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        if "unavailable" in state["env"]:
-            warnings.warn("resuming without environment state: episodes restart from a fresh reset, so this run "
-                          "is not an exact continuation", RuntimeWarning, stacklevel=2)
-            raw, info = self.env.reset()
-            self.obs, self.mask = self._process(raw, info)
-            self.prev_end = np.zeros(self.num_envs, bool)
-        else:
-            envstate.set_env_state(self.env, state["env"])
-            self.obs, self.prev_end = state["obs"].copy(), state["prev_end"].copy()
-            self.mask = None if state["mask"] is None else state["mask"].copy()
+        self.obs, self.mask, self.prev_end, exact = restore_env(self.env, state, self._process)
         self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
-        if "unavailable" in state["env"]:
+        if not exact:
             self.ep_return[:], self.ep_length[:] = 0.0, 0
         set_generator_state(self.generator, state["generator"])
         if self.obs_norm is not None:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from policyopt.data.replay import ReplayBuffer, ReplaySpec, Transitions
 from policyopt.runtime import envstate
-from policyopt.runtime.collectors import ObsAdapter
+from policyopt.runtime.collectors import ObsAdapter, restore_env
 from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
@@ -182,18 +182,10 @@ class ReplayCollector:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        if "unavailable" in state["env"]:
-            warnings.warn("resuming without environment state: episodes restart from a fresh reset, so this run "
-                          "is not an exact continuation", RuntimeWarning, stacklevel=2)
-            raw, info = self.env.reset()
-            self.obs, self.mask = self.adapter(raw, info)
-            self.prev_end = np.zeros(self.num_envs, bool)
-            self.ep_return, self.ep_length = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
-        else:
-            envstate.set_env_state(self.env, state["env"])
-            self.obs, self.prev_end = state["obs"].copy(), state["prev_end"].copy()
-            self.mask = None if state["mask"] is None else state["mask"].copy()
-            self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
+        self.obs, self.mask, self.prev_end, exact = restore_env(self.env, state, self.adapter)
+        self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
+        if not exact:
+            self.ep_return[:], self.ep_length[:] = 0.0, 0
         set_generator_state(self.generator, state["generator"])
         self.step = int(state["step"])
         if "replay" in state:
