@@ -13,14 +13,15 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.core: pyproject.toml | $(PY)
+# constraints.txt pins every package the tests ran with, so a new release cannot break a fresh clone.
+$(VENV)/.core: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[lm,plot]"
+	$(PIP) install -q -c constraints.txt -e ".[lm,plot]"
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(PY)
+$(VENV)/.test: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[$(EXTRAS_TEST)]"
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS_TEST)]"
 	touch $@
 
 venv: $(VENV)/.core

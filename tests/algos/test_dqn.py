@@ -8,12 +8,13 @@ import torch
 from policyopt.runtime.checkpoint import load_checkpoint
 from policyopt.runtime.run import build_trainer, parse_run_config, train
 from tests.algos.offpolicy_helpers import assert_resume_exact
+from tests.multiseed import at_least
 from tests.runtime.toy_envs import register
 
 register()
 
 
-def cartpole(total_steps: int, **dqn) -> dict:
+def cartpole(total_steps: int, seed: int = 0, **dqn) -> dict:
     cfg = {"learning_rate": 2.3e-3, "batch_size": 64, "learning_starts": 500, "train_freq": 16, "gradient_steps": 16,
            "target_update_interval": 256, "exploration_fraction": 0.25, "exploration_final_eps": 0.02,
            "hidden_sizes": [64, 64], "replay": {"buffer_size": 50000, "n_step": 3}}
@@ -21,15 +22,21 @@ def cartpole(total_steps: int, **dqn) -> dict:
     env = {"id": "CartPole-v1", "num_envs": 4, "vectorization": "vector_entry_point"}
     trainer = {"total_steps": total_steps, "eval_every_steps": 1024, "eval_episodes": 10, "progress": "none",
                "tensorboard": False, "stop_at_eval_return": 300}
-    return {"algo": "dqn", "seed": 0, "env": env, "dqn": cfg, "trainer": trainer}
+    return {"algo": "dqn", "seed": seed, "env": env, "dqn": cfg, "trainer": trainer}
 
 
 def test_dqn_learns_cartpole(tmp_path):
+    """DQN reaches greedy eval return 300 (10 episodes, every 1024 steps) within 20480 steps; a random
+    policy scores ~20, the untrained greedy one ~10. Pass rule: seeds 0-4, at least 3 of 5.
+    Measured: 12 of 12 seeds (0-11; slowest at 17408 steps). The former single-seed 12288-step budget
+    held on only 6 of 12 seeds here."""
     torch.set_num_threads(1)
-    _, record = train(cartpole(12288), run_dir=tmp_path / "run")
-    # a random policy scores ~20, the untrained greedy one ~10
-    assert record["eval/return_mean"] >= 300, record
-    assert record["step"] <= 12288
+
+    def reached(seed):
+        _, record = train(cartpole(20480, seed=seed), run_dir=tmp_path / f"run{seed}")
+        return record["eval/return_mean"]
+
+    at_least(3, range(5), reached, lambda ret: ret >= 300, "DQN CartPole eval return")
 
 
 def test_dqn_never_takes_masked_actions_and_learns_the_best_allowed_one(tmp_path):

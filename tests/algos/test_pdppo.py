@@ -19,8 +19,8 @@ from tests.runtime.test_resume import assert_trees_equal, untimed
 QUIET = {"progress": "none", "tensorboard": False}
 
 
-def config(total: int = 624, env_id: str = "policyopt/LotSizing-v0", **pdppo) -> dict:
-    return {"algo": "pdppo", "seed": 2,
+def config(total: int = 624, env_id: str = "policyopt/LotSizing-v0", seed: int = 2, **pdppo) -> dict:
+    return {"algo": "pdppo", "seed": seed,
             "env": {"id": env_id, "num_envs": 4, "vectorization": "vector_entry_point", "normalize_reward": True,
                     "kwargs": {"horizon": 13} if "LotSizing" in env_id else {}},
             "pdppo": {"num_steps": 26, "minibatch_size": 52, "update_epochs": 2, "learning_rate": 1e-3,

@@ -22,8 +22,8 @@ def model_dir(tmp_path_factory):
     return tiny_pref_model(tmp_path_factory.mktemp("pref_mpo") / "tiny")
 
 
-def mpo_config(model_dir, dpo_updates=10, rl_updates=10, **section):
-    return {"algo": "mpo", "seed": 0,
+def mpo_config(model_dir, dpo_updates=10, rl_updates=10, seed=0, **section):
+    return {"algo": "mpo", "seed": seed,
             "trainer": {"total_steps": dpo_updates * 32 + rl_updates * 32, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
             "mpo": {"model": str(model_dir), "synthetic": {**SYNTHETIC, "flip_rate": 0.2}, "eval": {"prompts": 48},

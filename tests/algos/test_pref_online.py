@@ -27,8 +27,8 @@ def skewed_model(tmp_path_factory):
     return tiny_pref_model(tmp_path_factory.mktemp("pref_c") / "tiny", behaviour=SKEW)
 
 
-def online_config(algo, model_dir, section=None, steps=15, prompts=16, group=2, synthetic=None):
-    return {"algo": algo, "seed": 0,
+def online_config(algo, model_dir, section=None, steps=15, prompts=16, group=2, synthetic=None, seed=0):
+    return {"algo": algo, "seed": seed,
             "trainer": {"total_steps": steps * prompts * group, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
             algo: {"model": str(model_dir), "synthetic": {**SYNTHETIC, **(synthetic or {})},

@@ -11,16 +11,17 @@ from policyopt.runtime.checkpoint import load_checkpoint
 from policyopt.runtime.config import ConfigError
 from policyopt.runtime.metrics_log import MetricsLog
 from policyopt.runtime.run import resume, train
+from tests.multiseed import at_least
 from tests.runtime.test_resume import assert_trees_equal, untimed
 
 QUIET = {"progress": "none", "tensorboard": False}
 
 
-def config(rnd: dict | None, total: int = 512, **ppo) -> dict:
+def config(rnd: dict | None, total: int = 512, seed: int = 5, **ppo) -> dict:
     ppo_cfg = {"num_steps": 16, "minibatch_size": 32, "update_epochs": 2, "learning_rate": 1e-3, **ppo}
     if rnd is not None:
         ppo_cfg["rnd"] = rnd
-    return {"algo": "ppo", "seed": 5,
+    return {"algo": "ppo", "seed": seed,
             "env": {"id": "policyopt/PathPlanning-v0", "num_envs": 4, "vectorization": "vector_entry_point"},
             "ppo": ppo_cfg,
             "trainer": {"total_steps": total, "eval_every_steps": 128, "eval_episodes": 2, **QUIET}}
@@ -34,22 +35,28 @@ def rollout(obs: torch.Tensor) -> Rollout:
 
 
 def test_bonus_falls_on_seen_observations_and_stays_high_on_novel_ones():
-    torch.manual_seed(0)
-    seen = torch.randn(33, 8, 4) * 0.1                  # a small cluster of visited states
-    novel = torch.randn(64, 4) * 0.1 + torch.tensor([0.8, -0.8, 0.8, -0.8])
-    bonus = RNDBonus(RNDConfig(), obs_dim=4, seed=0)
-    batch = rollout(seen)
-    adv = torch.zeros(32, 8)
-    bonus.prepare(batch, adv, adv)
-    before_seen = float(bonus.intrinsic_reward(seen.reshape(-1, 4)).mean())
-    before_novel = float(bonus.intrinsic_reward(novel).mean())
-    for _ in range(150):
-        bonus.step(None)
-    after_seen = float(bonus.intrinsic_reward(seen.reshape(-1, 4)).mean())
-    after_novel = float(bonus.intrinsic_reward(novel).mean())
-    assert after_seen < 0.1 * before_seen
-    assert after_novel > 5 * after_seen
-    assert before_novel > 0.1 * before_seen      # (the predictor also generalises: novel states fall too)
+    """After 150 predictor steps on a cluster of seen states, their bonus falls below 0.1x its start
+    and the novel states' bonus is above 5x theirs. Pass rule: seeds 0-4 (data and networks), at least
+    3 of 5. Measured on seeds 0-11: 12 of 12 (seen falls to 0.025-0.037x, novel/seen 15-40x)."""
+    def run(seed):
+        torch.manual_seed(seed)
+        seen = torch.randn(33, 8, 4) * 0.1                  # a small cluster of visited states
+        novel = torch.randn(64, 4) * 0.1 + torch.tensor([0.8, -0.8, 0.8, -0.8])
+        bonus = RNDBonus(RNDConfig(), obs_dim=4, seed=seed)
+        batch = rollout(seen)
+        adv = torch.zeros(32, 8)
+        bonus.prepare(batch, adv, adv)
+        before_seen = float(bonus.intrinsic_reward(seen.reshape(-1, 4)).mean())
+        before_novel = float(bonus.intrinsic_reward(novel).mean())
+        for _ in range(150):
+            bonus.step(None)
+        after_seen = float(bonus.intrinsic_reward(seen.reshape(-1, 4)).mean())
+        after_novel = float(bonus.intrinsic_reward(novel).mean())
+        return before_seen, before_novel, after_seen, after_novel
+
+    # (the last check: the predictor also generalises, novel states fall too, but not below 0.1x)
+    at_least(3, range(5), run, lambda r: r[2] < 0.1 * r[0] and r[3] > 5 * r[2] and r[1] > 0.1 * r[0],
+             "RND bonus (before seen, before novel, after seen, after novel)")
 
 
 def test_advantages_combine_with_the_paper_weights_and_intrinsic_critic_targets_are_non_episodic():
@@ -69,16 +76,24 @@ def test_advantages_combine_with_the_paper_weights_and_intrinsic_critic_targets_
 
 
 def test_rnd_gives_a_learning_signal_where_plain_ppo_has_none(tmp_path):
-    # the sparse task: in the first few updates no episode reaches the goal, so every extrinsic reward is 0
-    plain = train(config(None, 1024), run_dir=tmp_path / "plain")[0]
-    rnd = train(config({"learning_rate": 1e-3}, 1024), run_dir=tmp_path / "rnd")[0]
-    logs = {k: MetricsLog.read(d / "metrics.jsonl") for k, d in [("plain", plain), ("rnd", rnd)]}
-    assert all(r["reward/episode_return_mean"] == 0.0 for r in logs["plain"] if "reward/episode_return_mean" in r)
-    assert all(r["rnd/intrinsic_adv_std"] > 1e-3 for r in logs["rnd"])       # a signal to follow
-    assert all("rnd/intrinsic_reward" not in r for r in logs["plain"])
-    raw = [r["rnd/intrinsic_reward_raw"] for r in logs["rnd"]]
-    assert raw[-1] < 0.5 * raw[0]                                             # the predictor learns
-    assert logs["rnd"][-1]["rnd/predictor_loss"] < logs["rnd"][0]["rnd/predictor_loss"]
+    """The sparse task: in the first few updates no episode reaches the goal, so every extrinsic reward
+    is 0; RND's intrinsic advantages are a signal to follow and its predictor learns (raw intrinsic
+    reward falls below 0.5x, predictor loss falls). Pass rule: seeds 0-4, at least 3 of 5 show all of it
+    in 1024 steps. Measured on seeds 0-11: 12 of 12 (raw reward falls to 0.21-0.44x)."""
+    def run(seed):
+        plain = train(config(None, 1024, seed=seed), run_dir=tmp_path / f"plain{seed}")[0]
+        rnd = train(config({"learning_rate": 1e-3}, 1024, seed=seed), run_dir=tmp_path / f"rnd{seed}")[0]
+        logs = {k: MetricsLog.read(d / "metrics.jsonl") for k, d in [("plain", plain), ("rnd", rnd)]}
+        assert all("rnd/intrinsic_reward" not in r for r in logs["plain"])
+        raw = [r["rnd/intrinsic_reward_raw"] for r in logs["rnd"]]
+        return {"plain_all_zero": all(r["reward/episode_return_mean"] == 0.0 for r in logs["plain"]
+                                      if "reward/episode_return_mean" in r),
+                "min_intrinsic_adv_std": min(r["rnd/intrinsic_adv_std"] for r in logs["rnd"]),
+                "raw_ratio": raw[-1] / raw[0],
+                "loss_falls": logs["rnd"][-1]["rnd/predictor_loss"] < logs["rnd"][0]["rnd/predictor_loss"]}
+
+    at_least(3, range(5), run, lambda r: r["plain_all_zero"] and r["min_intrinsic_adv_std"] > 1e-3
+             and r["raw_ratio"] < 0.5 and r["loss_falls"], "RND learning signal")
 
 
 def test_rnd_off_changes_nothing_and_bad_options_name_the_key(tmp_path):

@@ -75,9 +75,13 @@ def test_sampled_logprobs_equal_training_forward(kind, backend):
         raw = completion_logprobs(model, s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
         tempered = completion_logprobs(model, s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask,
                                        temperature=0.7)
-    torch.testing.assert_close(raw.logprobs, s.raw_logprobs, atol=1e-5, rtol=0)
+    # 5e-5, not 1e-5: the sampler's incremental (KV-cache) forward and the full training forward sum in
+    # other orders, and which float32 matmul kernel a shape gets (so the rounding) differs between x86
+    # CPUs; on one AMD EPYC, mistral-fused differed by 1.07e-5 in one of 80 log-probs. A real mismatch
+    # (wrong position, mask or temperature) is off by > 1e-2.
+    torch.testing.assert_close(raw.logprobs, s.raw_logprobs, atol=5e-5, rtol=0)
     # without top-k/top-p, the behaviour log-probs are the tempered model's
-    torch.testing.assert_close(tempered.logprobs, s.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tempered.logprobs, s.logprobs, atol=5e-5, rtol=0)
     assert (s.raw_logprobs[~s.completion_mask] == 0).all()
     assert s.input_ids.shape == s.attention_mask.shape == (8, 7 + 10)
     assert s.attention_mask.sum().item() == s.prompt_mask.sum().item() + s.num_tokens
