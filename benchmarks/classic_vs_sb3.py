@@ -56,7 +56,7 @@ def sb3_throughput(seed: int, steps: int) -> float:
 
 def ours_throughput(seed: int, steps: int, overrides: list[str], tag: str) -> float:
     """Env steps per second of policyopt training ``steps`` (time/train_s excludes the final eval)."""
-    from policyopt.runtime.run import train
+    from policyopt.app.run import train
 
     cfg = Path(__file__).resolve().parent.parent / "configs" / "ppo_cartpole.yaml"
     run_dir = Path("runs/bench_classic") / f"{tag}_tp_s{seed}_{time.time_ns()}"
@@ -111,8 +111,8 @@ def run_sb3(seed: int, eval_every: int, budget: int) -> dict:
 
 
 def run_ours(seed: int, eval_every: int, budget: int, overrides: list[str], tag: str) -> dict:
+    from policyopt.app.run import train
     from policyopt.runtime.metrics_log import MetricsLog
-    from policyopt.runtime.run import train
 
     root = Path("runs/bench_classic")
     run_dir = root / f"{tag}_s{seed}_{time.time_ns()}"

@@ -2,7 +2,7 @@
 
 Each side runs in its own subprocess (fair peak RSS), single-threaded torch, fp32 on the CPU:
 
-- policyopt: ``OfflinePreference`` (loss ``dpo``) + ``PreferenceCollector`` through the shared
+- policyopt: ``DPO`` (loss ``dpo``) + ``PreferenceCollector`` through the shared
   ``Trainer``; reference log-probs cached once before training.
 - TRL ``DPOTrainer`` with ``bf16=False``, ``use_cpu=True``, constant learning rate, no warm-up, AdamW
   with the same betas/eps and the same gradient clipping, twice: ``trl_defaults`` (TRL's other
@@ -42,9 +42,10 @@ def prepare(workdir: Path, pairs: int, noise: float) -> None:
     """Save the policy and the (perturbed) reference models and the pairs as JSONL."""
     import torch
 
-    from policyopt.data.preference import SyntheticConfig, save_pairs_jsonl, synthetic_pairs
+    from policyopt.core.config import build
+    from policyopt.data.preference import save_pairs_jsonl
     from policyopt.lm.builtin import BUILTIN_DIR, build_untrained, load_builtin
-    from policyopt.runtime.config import build
+    from policyopt.lm.synthetic_preference import SyntheticConfig, synthetic_pairs
 
     model, tok = load_builtin() if (BUILTIN_DIR / "config.json").is_file() else build_untrained(0)
     model.save_pretrained(workdir / "policy")
@@ -87,9 +88,10 @@ def run_policyopt(workdir: Path, args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from policyopt.algos.dpo import DPOConfig, OfflinePreference, PreferenceCollector, cached_reference
+    from policyopt.algos.dpo import DPO, DPOConfig, cached_reference
     from policyopt.data.preference import PairTable, load_pairs_jsonl, pair_batch
     from policyopt.lm.builtin import load_builtin
+    from policyopt.runtime.lm_collectors import PreferenceCollector
     from policyopt.runtime.trainer import Trainer, TrainerConfig
 
     t0 = time.perf_counter()
@@ -98,7 +100,7 @@ def run_policyopt(workdir: Path, args: argparse.Namespace) -> dict:
     table = PairTable.from_records(load_pairs_jsonl(workdir / "pairs.jsonl"), tok)
     ref = cached_reference(ref_model, table, None, batch_size=args.batch)
     del ref_model
-    algo = OfflinePreference(DPOConfig(beta=args.beta, learning_rate=args.lr, max_grad_norm=1.0), model)
+    algo = DPO(DPOConfig(beta=args.beta, learning_rate=args.lr, max_grad_norm=1.0), model)
     first = pair_batch(table, np.arange(args.batch), ref)
     with torch.no_grad():
         loss0, _ = algo.losses(first)

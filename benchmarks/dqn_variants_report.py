@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from policyopt.app.experiments import run_seeds
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from policyopt.eval import report, stats
+    from policyopt.app import report
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
@@ -27,8 +29,8 @@ def main() -> None:
     args = p.parse_args()
     config = ROOT / "configs" / "dqn_cartpole.yaml"
     ov = [f"trainer.total_steps={args.steps}", "trainer.tensorboard=false"]
-    runs = {"dqn (RL-Zoo)": stats.run_seeds(config, args.seeds, args.root, ov, tag="dqn"),
-            "double + 3-step": stats.run_seeds(config, args.seeds, args.root,
+    runs = {"dqn (RL-Zoo)": run_seeds(config, args.seeds, args.root, ov, tag="dqn"),
+            "double + 3-step": run_seeds(config, args.seeds, args.root,
                                                ov + ["dqn.double_q=true", "dqn.replay.n_step=3"], tag="double_n3")}
     name = f"DQN variants on CartPole-v1 ({args.steps:,} steps, seeds {args.seeds[0]}-{args.seeds[-1]})"
     path = report.write_report(name, runs, args.out, threshold=475,

@@ -1,7 +1,7 @@
 """Baselines vs a short PPO run vs the optimum (where known) for every policyopt environment.
 
 For each environment: the classical baselines, a PPO policy trained here with ``configs/ppo_<env>.yaml``
-(through ``policyopt.runtime.run.train``, the same path as ``policyopt train``), and for the job shop
+(through ``policyopt.app.run.train``, the same path as ``policyopt train``), and for the job shop
 the OR-Tools CP-SAT optimum. All are scored on the same held-out seeds (disjoint from training, which
 uses seeds derived from the config seed). Writes benchmarks/results/envs_baselines.json and prints a
 markdown table.
@@ -53,9 +53,9 @@ def run_episodes(env, act: Act, max_steps: int = 100_000, seed: int = EVAL_SEED)
 
 def ppo_policy(run_dir: Path, deterministic: bool = True) -> Act:
     """Action function (the mode, or samples if not ``deterministic``) of a policyopt PPO run's last checkpoint."""
+    from policyopt.app.run import build_trainer, parse_run_config
+    from policyopt.core.config import load_yaml
     from policyopt.runtime import checkpoint as ckpt
-    from policyopt.runtime.config import load_yaml
-    from policyopt.runtime.run import build_trainer, parse_run_config
 
     cfg = parse_run_config(load_yaml(run_dir / "config.yaml"))
     trainer = build_trainer(cfg, run_dir)
@@ -77,8 +77,8 @@ def ppo_policy(run_dir: Path, deterministic: bool = True) -> Act:
 
 def train_ppo(name: str, scale: float) -> tuple[Path | None, dict]:
     """Train ``configs/ppo_<name>.yaml`` for ``scale`` x its total_steps; returns (run dir, info)."""
-    from policyopt.runtime.config import load_yaml
-    from policyopt.runtime.run import train
+    from policyopt.app.run import train
+    from policyopt.core.config import load_yaml
 
     path = ROOT / "configs" / f"ppo_{name}.yaml"
     steps = max(int(load_yaml(path)["trainer"]["total_steps"] * scale), 1)
@@ -197,7 +197,7 @@ def _generic(env_name, make, methods, ppos, metric, score, extra=None) -> list[d
 
 
 def mapf_rows(n: int, ppos: dict) -> list[dict]:
-    from policyopt.runtime.config import load_yaml
+    from policyopt.core.config import load_yaml
 
     kwargs = load_yaml(ROOT / "configs" / "ppo_mapf.yaml")["env"].get("kwargs", {})  # same world as PPO's
     seeds = range(EVAL_SEED, EVAL_SEED + max(n // 32, 4))

@@ -77,7 +77,7 @@ def source_config(args: argparse.Namespace) -> dict:
 def held_out(args: argparse.Namespace, model, tokenizer) -> dict:
     """Held-out greedy accuracy and sampled reward (same function and prompts for every side)."""
     from policyopt.lm.rewards import default_task_reward
-    from policyopt.runtime.text_source import TextEvaluator, TextSourceConfig, task_pools
+    from policyopt.lm.source import TextEvaluator, TextSourceConfig, task_pools
 
     _, examples = task_pools(TextSourceConfig(**source_config(args)))
 
@@ -104,8 +104,8 @@ def state_mb(tensors) -> float:
 def run_policyopt(args: argparse.Namespace, algo: str) -> dict:
     import torch
 
+    from policyopt.app.run import build_trainer, parse_run_config
     from policyopt.runtime.metrics_log import MetricsLog
-    from policyopt.runtime.run import build_trainer, parse_run_config
 
     section = {"source": source_config(args),
                "collect": {"prompts_per_step": args.prompts_per_step, "completions_per_prompt": args.group,
@@ -147,7 +147,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from policyopt.lm.rewards import default_task_reward
-    from policyopt.runtime.text_source import TextSourceConfig, load_model, task_pools
+    from policyopt.lm.source import TextSourceConfig, load_model, task_pools
 
     model, tok = load_model(args.model)
     train, _ = task_pools(TextSourceConfig(**source_config(args)))

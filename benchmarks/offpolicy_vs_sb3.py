@@ -102,8 +102,8 @@ def run_sb3(name: str, seed: int, budget: int, eval_every: int | None) -> dict:
 
 
 def run_ours(name: str, seed: int, budget: int, eval_every: int | None) -> dict:
+    from policyopt.app.run import train
     from policyopt.runtime.metrics_log import MetricsLog
-    from policyopt.runtime.run import train
 
     suite = SUITES[name]
     run_dir = ROOT / "runs" / "bench_offpolicy" / f"{name}_s{seed}_{time.time_ns()}"

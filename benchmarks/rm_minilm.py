@@ -82,10 +82,10 @@ def model_dir() -> Path:
 def run(pretrained: bool, train, test, args) -> dict:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from policyopt.algos.dpo import PreferenceCollector
     from policyopt.algos.reward_model import RewardModel, RewardModelConfig, RewardModelTrainer
     from policyopt.data.preference import PairTable
     from policyopt.eval.preference import calibration, pair_accuracy
+    from policyopt.runtime.lm_collectors import PreferenceCollector
 
     path = model_dir()
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)

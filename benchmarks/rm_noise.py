@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policyopt.algos.dpo import PreferenceCollector
 from policyopt.algos.reward_model import RewardModel, RewardModelConfig, RewardModelTrainer
-from policyopt.data.preference import PairTable, SyntheticConfig, synthetic_pairs
+from policyopt.core.config import build
+from policyopt.data.preference import PairTable
 from policyopt.eval.preference import calibration, pair_accuracy
-from policyopt.runtime.config import build
+from policyopt.lm.synthetic_preference import SyntheticConfig, synthetic_pairs
+from policyopt.runtime.lm_collectors import PreferenceCollector
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "rm_noise.json"
 DATA = {"task": "addition", "task_params": {"max_digits": 3}, "alphabet": "abcdefgh", "min_len": 2, "max_len": 6}

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policyopt.eval import report, stats
+from policyopt.app import report
+from policyopt.app.experiments import run_seeds
+from policyopt.eval import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -26,7 +28,7 @@ def run_pair(name: str, configs: dict[str, tuple[str, list[str]]], seeds: list[i
     runs, seconds = {}, {}
     for label, (config, own) in configs.items():
         start = time.perf_counter()
-        runs[label] = stats.run_seeds(ROOT / config, seeds, root, [*overrides, *own], tag=label)
+        runs[label] = run_seeds(ROOT / config, seeds, root, [*overrides, *own], tag=label)
         seconds[label] = time.perf_counter() - start
         print(f"{label}: {len(seeds)} seeds in {seconds[label]:.0f} s", flush=True)
     return runs, seconds

@@ -44,7 +44,7 @@ def _list() -> None:
     import gymnasium as gym
 
     import policyopt.envs  # noqa: F401
-    from policyopt.algos import REGISTRY
+    from policyopt.app.registry import REGISTRY
 
     print("algorithms:")
     for name, spec in sorted(REGISTRY.items()):
@@ -60,7 +60,7 @@ def _list() -> None:
 def _demo(classic_only: bool = False) -> None:
     import importlib.util
 
-    from policyopt.runtime.run import train
+    from policyopt.app.run import train
 
     config = CONFIG_DIR / "ppo_cartpole.yaml"
     print(f"policyopt demo 1/2: PPO on CartPole-v1 ({config})", flush=True)
@@ -73,8 +73,8 @@ def _demo(classic_only: bool = False) -> None:
     if importlib.util.find_spec("transformers") is None:
         print("demo 2/2 skipped: install the lm extra (pip install -e '.[lm,plot]') for the GRPO demo")
         return
-    from policyopt.algos.grpo import demo as grpo_demo
-    from policyopt.runtime.run import default_run_dir, load_yaml, parse_run_config
+    from policyopt.app.demo import demo as grpo_demo
+    from policyopt.app.run import default_run_dir, load_yaml, parse_run_config
 
     grpo_config = CONFIG_DIR / "grpo_demo.yaml"
     lm_dir = default_run_dir(parse_run_config(load_yaml(grpo_config)))
@@ -85,9 +85,9 @@ def _demo(classic_only: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from policyopt.app.run import evaluate_run, resume, train
+    from policyopt.core.config import ConfigError
     from policyopt.runtime.checkpoint import CheckpointError
-    from policyopt.runtime.config import ConfigError
-    from policyopt.runtime.run import evaluate_run, resume, train
 
     try:
         if args.command == "train":

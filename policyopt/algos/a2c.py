@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from policyopt.algos.onpolicy import Learner, NetConfig, linear_decay, policy_gradient_update
+from policyopt.core.config import configclass
 from policyopt.data.rollout import Rollout
 from policyopt.nets.actor_critic import ActionSpec
-from policyopt.runtime.config import configclass
 
 
 @configclass
@@ -45,6 +45,10 @@ class A2CConfig:
 
 
 class A2C:
+    """A2C (Mnih et al., 2016): one policy-gradient + value step per ``num_steps`` x ``num_envs`` batch,
+    advantages from GAE, RMSprop by default. ``A2C(A2CConfig(...), obs_dim, action_spec, total_updates,
+    seed)``; ``update(rollout) -> metrics``; ``policy`` acts."""
+
     batch_geometry = ("num_steps",)
 
     def __init__(self, config: A2CConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int):

@@ -19,7 +19,7 @@ training and is not even kept in memory. Chosen and rejected go through the mode
 pass of ``2B`` rows; the full-vocabulary logits are never materialised (chunked log-probs).
 
 Pieces composed by the shared ``Trainer``: :class:`PreferenceCollector` (seeded epoch shuffles,
-exact resume), :class:`OfflinePreference` (the ``Algorithm``), and
+exact resume), :class:`DPO` (the ``Algorithm``), and
 :class:`~policyopt.eval.preference.WinRateEvaluator` when the data is synthetic (win rate against
 the starting policy under the ground truth).
 """
@@ -35,8 +35,8 @@ import numpy as np
 import pydantic
 import torch
 
+from policyopt.core.config import configclass
 from policyopt.losses import preference as L
-from policyopt.runtime.config import ConfigError, configclass
 
 PAIR_LOSSES = ("dpo", "cdpo", "robust", "ipo", "slic")
 LIST_LOSSES = ("rrhf", "lipo")
@@ -282,53 +282,6 @@ def cached_reference(model: torch.nn.Module, table: Any, path: Path | None, batc
 # ------------------------------------------------------------------------------------- collector
 
 
-class PreferenceCollector:
-    """Seeded epoch shuffles over a pair or list table with cached reference log-probs.
-
-    Epoch ``e`` visits rows in ``default_rng([seed, e]).permutation(N)``; a batch crossing an epoch
-    boundary continues into the next epoch. ``state_dict = {seed, epoch, position, num_examples}``.
-    """
-
-    def __init__(self, table: Any, reference: np.ndarray | None, batch_size: int, seed: int = 0):
-        if len(table) == 0:
-            raise ValueError("PreferenceCollector: empty data table")
-        self.table, self.reference, self.batch_size, self.seed = table, reference, batch_size, seed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.table))
-
-    def next_index(self) -> np.ndarray:
-        want, parts = self.batch_size, []
-        while want > 0:
-            take = self._order[self.position:self.position + want]
-            parts.append(take)
-            want -= take.size
-            self.position += take.size
-            if self.position >= len(self.table):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return np.concatenate(parts)
-
-    def collect(self) -> Any:
-        from policyopt.data.preference import PairTable, list_batch, pair_batch
-
-        index = self.next_index()
-        make = pair_batch if isinstance(self.table, PairTable) else list_batch
-        return make(self.table, index, self.reference)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position, "num_examples": len(self.table)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["num_examples"]) != len(self.table) or int(state["seed"]) != self.seed:
-            raise ValueError(f"PreferenceCollector state is for {state['num_examples']} rows / seed {state['seed']}; "
-                             f"this collector has {len(self.table)} / seed {self.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
-
-
 # ------------------------------------------------------------------------------------- algorithm
 
 
@@ -350,7 +303,7 @@ def pair_loss(config: DPOConfig, pc: torch.Tensor, pr: torch.Tensor, rc: torch.T
     raise ValueError(f"{c.loss!r} is not a pairwise loss (pairwise: {PAIR_LOSSES})")
 
 
-class OfflinePreference:
+class DPO:
     """``update(PreferencePairs | RankedLists) -> metrics`` for every ``loss`` of :class:`DPOConfig`.
 
     ``model``: the policy (a HF causal LM, possibly with LoRA adapters; only trainable parameters are
@@ -448,89 +401,5 @@ def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> 
 # --------------------------------------------------------------------------------------- builder
 
 
-def load_data(cfg: PreferenceDataConfig, listwise: bool, tokenizer: Any):
-    """``(table, truth | None, synthetic config | None)`` for a data section."""
-    from policyopt.data import preference as D
-    from policyopt.runtime.config import build
-
-    if cfg.source == "jsonl":
-        if not cfg.path:
-            raise ConfigError("data.path: required when data.source is 'jsonl'")
-        try:
-            records = D.load_lists_jsonl(cfg.path) if listwise else D.load_pairs_jsonl(cfg.path)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"data.path: {err}") from None
-        truth, syn = None, None
-    else:
-        syn = build(D.SyntheticConfig, cfg.synthetic, "data.synthetic")
-        records, truth = D.synthetic_lists(syn) if listwise else D.synthetic_pairs(syn)
-    table_cls = D.ListTable if listwise else D.PairTable
-    try:
-        return table_cls.from_records(records, tokenizer, cfg.max_length), truth, syn
-    except ValueError as err:
-        raise ConfigError(f"data: {err}") from None
-
-
-def tiny_model(seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """A ~60k-parameter untrained Llama with the project's character tokenizer (fast demos and tests)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from policyopt.lm.tokenizer import build_char_tokenizer
-
-    tok = build_char_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg), tok
-
-
-def starting_model(name: str, synthetic: dict[str, Any] | None = None, sft_updates: int = 0,
-                   seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` for ``builtin``/``tiny``/a directory, optionally SFT'd ``sft_updates`` updates
-    on the synthetic behaviour policy's completions (so the starting policy writes valid answers)."""
-    from policyopt.runtime.text_source import load_model
-
-    model, tok = tiny_model(seed) if name == "tiny" else load_model(name)
-    if sft_updates:
-        from policyopt.algos.sft import SFT, SFTCollector, SFTConfig, SFTDataConfig
-        from policyopt.data.preference import SyntheticConfig, behaviour_completions, synthetic_prompts
-        from policyopt.runtime.config import build as build_config
-
-        syn = build_config(SyntheticConfig, {**(synthetic or {}), "num_prompts": 1024, "seed": 99}, "synthetic")
-        prompts = synthetic_prompts(syn)
-        texts = behaviour_completions(syn, len(prompts), np.random.default_rng(seed))
-        collector = SFTCollector(list(zip(prompts, texts)), tok, SFTDataConfig(batch_size=64, seed=seed))
-        sft = SFT(model, SFTConfig(learning_rate=5e-3, warmup_updates=10))
-        for _ in range(sft_updates):
-            sft.update(collector.collect())
-        model.eval()
-    return model, tok
-
-
-def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: dpo | ipo | slic | rrhf | lipo``."""
-    from policyopt.runtime.seeding import derive_seed
-
-    cfg = run_config.algo_config
-    model, tokenizer = starting_model(cfg.model, cfg.data.synthetic, cfg.sft_warmup_updates)
-    listwise = cfg.loss in LIST_LOSSES
-    table, truth, syn = load_data(cfg.data, listwise, tokenizer)
-    mean = cfg.length_normalize and cfg.loss != "rrhf"
-    ref = cached_reference(model, table, Path(run_dir) / "reference_logps.safetensors",
-                           cfg.data.reference_batch_size, mean)
-    evaluator = None
-    if truth is not None:
-        from policyopt.eval.preference import WinRateEvaluator, win_rate_config
-
-        evaluator = WinRateEvaluator.from_synthetic(model, tokenizer, truth, syn, win_rate_config(cfg.eval),
-                                                    derive_seed(run_config.seed, "eval"))
-    algo = OfflinePreference(cfg, model)
-    collector = PreferenceCollector(table, ref, cfg.data.batch_size, cfg.data.shuffle_seed)
-    return algo, collector, evaluator
-
-
-__all__ = ["DPOConfig", "IPOConfig", "LiPOConfig", "OfflinePreference", "PreferenceCollector",
-           "PreferenceDataConfig", "RRHFConfig", "SLiCConfig", "build", "cached_reference", "load_trainable",
-           "packed_pair_logps", "pair_loss", "reference_table", "sequence_logps", "starting_model", "tiny_model"]
+__all__ = ["DPOConfig", "IPOConfig", "LiPOConfig", "DPO", "PreferenceDataConfig", "RRHFConfig", "SLiCConfig",
+           "cached_reference", "load_trainable", "packed_pair_logps", "pair_loss", "reference_table", "sequence_logps"]

@@ -18,12 +18,12 @@ from gymnasium import spaces
 from pydantic import Field
 from torch import Tensor
 
+from policyopt.core.config import configclass
 from policyopt.data.replay import ReplayConfig, ReplaySpec, Transitions
 from policyopt.losses.td import dqn_target, huber, masked_argmax
 from policyopt.nets import distributions as D
 from policyopt.nets.flat import FlatAdam, denormals_flushed
 from policyopt.nets.qnets import QNetwork, polyak_update
-from policyopt.runtime.config import configclass
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
@@ -215,8 +215,3 @@ class DQN:
         self.updates = int(state["updates"])
 
 
-def build(cfg, run_dir):
-    """AlgoSpec builder: (DQN, ReplayCollector, evaluator) from a run config."""
-    from policyopt.runtime.offpolicy import build_offpolicy
-
-    return build_offpolicy(cfg, run_dir, DQN)

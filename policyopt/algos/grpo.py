@@ -1,6 +1,6 @@
 r"""The policy-gradient core of online language-model RL, and GRPO with the options the field uses.
 
-One algorithm, :class:`LMPolicyGradient`, configured along five axes; every named method is a
+One algorithm, :class:`GRPO`, configured along five axes; every named method is a
 setting of them (``docs/lm_rl.md`` has the table):
 
 ==================  ===========================================================================
@@ -35,22 +35,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 import torch
 
 from policyopt.algos.lm_forward import grouped_completion_logprobs
+from policyopt.core.config import configclass
+from policyopt.core.memory import peak_rss_mb
+from policyopt.data.text import FINISH_LENGTH, CollectConfig, TextRollout
 from policyopt.lm.logprobs import completion_logprobs
+from policyopt.lm.source import TextSourceConfig
 from policyopt.losses import group as G
 from policyopt.losses import shaping
 from policyopt.losses.policy_lm import dynamic_kl_coef, kl_penalized_rewards, lm_policy_loss, selective_loss_mask
-from policyopt.runtime.config import configclass
-from policyopt.runtime.text_collector import CollectConfig, TextCollector, TextRollout, peak_rss_mb
-from policyopt.runtime.text_source import TextEvaluator, TextSourceConfig, build_source
-
-FINISH_LENGTH = 0
 
 
 @configclass
@@ -58,7 +56,7 @@ class GRPOConfig:
     """The policy-gradient core; defaults are GRPO (Shao et al., 2024) with one on-policy step."""
 
     source: TextSourceConfig = dataclasses.field(default_factory=TextSourceConfig)
-    """Model, tasks and reward (``policyopt.runtime.text_source``)."""
+    """Model, tasks and reward (``policyopt.lm.source``)."""
     collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
     """Prompts per step, group size, sampling, dynamic sampling (``policyopt.runtime.text_collector``)."""
     advantage: Literal["group", "rloo", "remax", "running_mean"] = "group"
@@ -131,7 +129,7 @@ class GRPOConfig:
     """Run each group's shared prompt once in the training/reference forward (``algos.lm_forward``)."""
 
 
-class LMPolicyGradient:
+class GRPO:
     """``update(TextRollout) -> metrics`` for the whole GRPO/RLOO/ReMax/REINFORCE family (see module doc).
 
     ``policy``: an :class:`~policyopt.lm.policy.LMPolicy`; ``total_updates`` sizes the GRPO-D schedule;
@@ -140,7 +138,12 @@ class LMPolicyGradient:
 
     batch_geometry = ("collect",)
 
+    config_cls: type = GRPOConfig
+    """The config this class takes; the presets (RLOO, ReMax, LMReinforce, LOOP) set their own."""
+
     def __init__(self, config: GRPOConfig, policy: Any, total_updates: int = 1, seed: int = 0):
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_cls.__name__}, got {type(config).__name__}")
         self.config, self.policy, self.total_updates = config, policy, max(1, total_updates)
         c = config
         needs_ref = c.kl_coef > 0 or c.track_kl
@@ -349,91 +352,4 @@ class LMPolicyGradient:
         self.num_updates = int(state["num_updates"])
 
 
-# ---------------------------------------------------------------------------------- builder
-def build_parts(run_config: Any, cls: type = LMPolicyGradient, **algo_kwargs: Any):
-    """``(algorithm, collector, evaluator)`` of an LM run config (used by every LM RL algorithm)."""
-    from policyopt.runtime.seeding import derive_seed
-
-    cfg, seed = run_config.algo_config, run_config.seed
-    cc = cfg.collect
-    source = build_source(cfg.source, max_turns=cc.max_turns)
-    per_update = cc.prompts_per_step * cc.completions_per_prompt
-    total_updates = -(-run_config.trainer.total_steps // per_update)
-    algo = cls(cfg, source.policy, total_updates, derive_seed(seed, "minibatches"), **algo_kwargs)
-    collector = TextCollector(source.policy, source.train, source.reward, cc, derive_seed(seed, "sampler"),
-                              env_factory=source.env_factory, greedy_baseline=cfg.advantage == "remax")
-    evaluator = TextEvaluator(source.policy, source.eval, source.reward.fn, max_new_tokens=cc.max_new_tokens,
-                              temperature=cc.temperature, samples=cfg.source.eval_samples,
-                              seed=derive_seed(seed, "eval"), env_factory=source.env_factory,
-                              max_turns=cc.max_turns)
-    return algo, collector, evaluator
-
-
-def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: grpo`` (and the thin presets that reuse this core)."""
-    return build_parts(run_config)
-
-
-# ------------------------------------------------------------------------------------- demo
-def demo(run_dir: str | Path | None = None, config: str | Path | None = None,
-         overrides: list[str] = ()) -> dict[str, float]:
-    """GRPO on the built-in model: held-out accuracy before and after, and a reward-curve PNG.
-
-    Runs ``configs/grpo_demo.yaml`` (about 2-3 minutes on 2 CPU cores); prints the held-out greedy
-    accuracy and sampled reward before and after training and writes ``reward_curve.png`` into the
-    run directory. Returns ``{"before": ..., "after": ...}`` (greedy held-out accuracy).
-    ``overrides`` are ``dotted.key=value`` strings (e.g. ``grpo.source.model=/path/to/model``).
-    """
-    from policyopt.runtime.config import apply_overrides, dump_yaml, load_yaml
-    from policyopt.runtime.metrics_log import MetricsLog
-    from policyopt.runtime.run import build_trainer, default_run_dir, parse_run_config, run_config_dict
-
-    root = Path(__file__).resolve().parents[2]
-    cfg = parse_run_config(apply_overrides(load_yaml(config or root / "configs" / "grpo_demo.yaml"), list(overrides)))
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    trainer = build_trainer(cfg, run_dir)
-    dump_yaml(run_config_dict(cfg), run_dir / "config.yaml")
-    before = trainer.evaluator.evaluate()
-    print(f"before: held-out greedy accuracy {before['eval/accuracy/all']:.3f} "
-          f"({len(trainer.evaluator.examples)} prompts never trained on)", flush=True)
-    after = trainer.run()
-    print(f"after {trainer.step:,} sampled completions ({trainer.train_time_s:.0f}s): held-out greedy accuracy "
-          f"{after['eval/accuracy/all']:.3f}")
-    png = plot_reward_curve(run_dir, [{"step": 0, **before}] + MetricsLog.read(run_dir / "metrics.jsonl"))
-    print(f"reward curve: {png}")
-    return {"before": before["eval/accuracy/all"], "after": after["eval/accuracy/all"]}
-
-
-def plot_reward_curve(run_dir: Path, records: list[dict[str, Any]] | None = None) -> Path:
-    """Write ``reward_curve.png`` (training reward per step, held-out evaluations as points)."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not records:
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    train = [r for r in records if "reward/mean" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in train], [r["reward/mean"] for r in train], alpha=0.35, label="train reward (sampled)")
-    window = max(1, len(train) // 10)
-    smooth = [sum(r["reward/mean"] for r in train[max(0, i - window + 1): i + 1]) / min(window, i + 1)
-              for i in range(len(train))]
-    ax.plot([r["step"] for r in train], smooth, color="C0", label=f"train reward ({window}-update mean)")
-    evals = [r for r in records if "eval/accuracy/all" in r]
-    ax.plot([r["step"] for r in evals], [r["eval/accuracy/all"] for r in evals], "o-",
-            label="held-out accuracy (greedy)")
-    ax.set_xlabel("completions sampled")
-    ax.set_ylabel("reward / accuracy")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = run_dir / "reward_curve.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["GRPOConfig", "LMPolicyGradient", "build", "build_parts", "demo", "plot_reward_curve"]
+__all__ = ["GRPOConfig", "GRPO"]

@@ -14,7 +14,7 @@ Ziegler et al., 2019, "Fine-Tuning Language Models from Human Preferences" and O
    ``vf_coef`` x the clipped value loss (:func:`policyopt.losses.value.value_loss`).
 
 Everything else (collector, reward shaping, masks, reference, logging) is shared with the GRPO core
-(:class:`policyopt.algos.grpo.LMPolicyGradient`, used by composition). Memory: policy + critic
+(:class:`policyopt.algos.grpo.GRPO`, used by composition). Memory: policy + critic
 (+ a frozen reference when the KL is tracked), the cost ReMax and GRPO avoid.
 """
 
@@ -27,13 +27,14 @@ from typing import Annotated, Any, Literal
 import pydantic
 import torch
 
-from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
+from policyopt.algos.grpo import GRPO, GRPOConfig
 from policyopt.algos.lm_forward import grouped_hidden_states
+from policyopt.core.config import configclass
+from policyopt.core.memory import peak_rss_mb
+from policyopt.data.text import TextRollout
 from policyopt.lm.logprobs import body_and_head, position_ids
 from policyopt.losses.policy_lm import kl_token_rewards, lm_policy_loss, token_gae
 from policyopt.losses.value import value_loss
-from policyopt.runtime.config import configclass
-from policyopt.runtime.text_collector import TextRollout, peak_rss_mb
 
 
 @configclass
@@ -69,7 +70,7 @@ class LMPPO:
 
     def __init__(self, config: LMPPOConfig, policy: Any, total_updates: int = 1, seed: int = 0):
         self.config, self.policy = config, policy
-        self.core = LMPolicyGradient(config, policy, total_updates, seed)
+        self.core = GRPO(config, policy, total_updates, seed)
         body, _ = body_and_head(policy.model)
         self.critic_body = copy.deepcopy(body).train()
         for p in self.critic_body.parameters():
@@ -168,9 +169,4 @@ class LMPPO:
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
 
 
-def build(run_config: Any, run_dir: Any) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: lm_ppo``."""
-    return build_parts(run_config, LMPPO)
-
-
-__all__ = ["LMPPO", "LMPPOConfig", "build"]
+__all__ = ["LMPPO", "LMPPOConfig"]

@@ -5,15 +5,15 @@ Learning". The baseline is a bias-corrected exponential moving average of past b
 taken *before* the current batch (:func:`policyopt.losses.group.running_mean_advantages`); it is
 part of the algorithm's checkpointed state. Every completion is its own sample, so
 ``completions_per_prompt`` may be 1. One on-policy step per block. A preset of
-:class:`policyopt.algos.grpo.LMPolicyGradient`.
+:class:`policyopt.algos.grpo.GRPO`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
-from policyopt.runtime.config import configclass
+from policyopt.algos.grpo import GRPO, GRPOConfig
+from policyopt.core.config import configclass
 
 
 @configclass
@@ -26,10 +26,12 @@ class LMReinforceConfig(GRPOConfig):
     """REINFORCE subtracts the KL penalty from the reward."""
 
 
-def build(run_config, run_dir):
-    """Registry builder for ``algo: lm_reinforce``."""
-    return build_parts(run_config)
+class LMReinforce(GRPO):
+    """REINFORCE for LMs: the GRPO core with a running-mean baseline (Williams, 1992).
+
+    ``LMReinforce(LMReinforceConfig(...), policy)``; everything else is :class:`~policyopt.algos.grpo.GRPO`."""
+
+    config_cls = LMReinforceConfig
 
 
-LMReinforce = LMPolicyGradient
-__all__ = ["LMReinforce", "LMReinforceConfig", "build"]
+__all__ = ["LMReinforce", "LMReinforceConfig"]

@@ -9,18 +9,17 @@ policy produced (environment tokens are masked out of the loss), and the update 
 clipped objective over several epochs/minibatches. No critic and no reference copy: one model in
 memory (``track_kl: false``, ``kl_coef: 0``). Token-in/token-out rollouts (``policyopt.lm.textenv``)
 mean the trained tokens are exactly the sampled ones. A preset of
-:class:`policyopt.algos.grpo.LMPolicyGradient`; the environment is always the calculator here.
+:class:`policyopt.algos.grpo.GRPO`; the environment is always the calculator here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pydantic
 
-from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
-from policyopt.runtime.config import configclass
+from policyopt.algos.grpo import GRPO, GRPOConfig
+from policyopt.core.config import configclass
 
 
 @configclass
@@ -41,14 +40,14 @@ class LOOPConfig(GRPOConfig):
     """No reference copy: LOOP keeps one model in memory."""
 
 
-def build(run_config: Any, run_dir: Any) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: loop`` (forces the calculator text environment)."""
-    cfg = run_config.algo_config
-    if cfg.source.env == "none":
-        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, env="calculator"))
-        run_config = dataclasses.replace(run_config, algo_config=cfg)
-    return build_parts(run_config)
+class LOOP(GRPO):
+    """LOOP: the GRPO core as PPO with leave-one-out advantages, no critic, multi-turn episodes (Chen et al., 2025).
+
+    ``LOOP(LOOPConfig(...), policy)``; everything else is :class:`~policyopt.algos.grpo.GRPO`."""
+
+    config_cls = LOOPConfig
+    text_env = "calculator"
+    """The text environment LOOP always plays (the builder sets ``source.env`` to it)."""
 
 
-LOOP = LMPolicyGradient
-__all__ = ["LOOP", "LOOPConfig", "build"]
+__all__ = ["LOOP", "LOOPConfig"]

@@ -17,13 +17,12 @@ algorithm dispatches on the batch type. Resume is exact in either stage.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
 
-from policyopt.runtime.config import configclass
+from policyopt.core.config import configclass
 
 
 @configclass
@@ -64,25 +63,6 @@ def split_by_margin(margins: np.ndarray, easy_fraction: float) -> tuple[np.ndarr
     return np.sort(order[:n_easy]), np.sort(order[n_easy:])
 
 
-class MPOCollector:
-    """``dpo_updates`` batches from the easy-pair collector, then text rollouts on the hard prompts."""
-
-    def __init__(self, offline: Any, online: Any, dpo_updates: int):
-        self.offline, self.online, self.dpo_updates, self.served = offline, online, dpo_updates, 0
-
-    def collect(self) -> Any:
-        self.served += 1
-        return self.offline.collect() if self.served <= self.dpo_updates else self.online.collect()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"served": self.served, "offline": self.offline.state_dict(), "online": self.online.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.served = int(state["served"])
-        self.offline.load_state_dict(state["offline"])
-        self.online.load_state_dict(state["online"])
-
-
 class MPO:
     """DPO updates on ``PreferencePairs``, policy-gradient updates on ``TextRollout`` s; the first
     rollout switches the RL reference to the current (DPO) weights."""
@@ -117,58 +97,4 @@ class MPO:
             self.policy.reference_model.load_state_dict(state["reference"])
 
 
-def _trained_reward_fn(cfg: MPOConfig, table: Any, tokenizer: Any, seed: int) -> Any:
-    from policyopt.algos.dpo import PreferenceCollector
-    from policyopt.algos.reward_model import RewardModelConfig, RewardModelTrainer, as_reward_fn, build_ensemble
-
-    members, _ = build_ensemble(cfg.model, 1, "causal", seed=seed)
-    trainer = RewardModelTrainer(RewardModelConfig(learning_rate=cfg.rm_learning_rate, seed=seed), members, len(table))
-    collector = PreferenceCollector(table, None, cfg.batch_size, seed=seed)
-    for _ in range(cfg.rm_updates):
-        trainer.update(collector.collect())
-    return as_reward_fn(trainer, tokenizer)
-
-
-def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: mpo`` on synthetic preferences."""
-    from policyopt.algos.dpo import DPOConfig, OfflinePreference, PreferenceCollector, cached_reference, starting_model
-    from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
-    from policyopt.data.preference import PairTable, SyntheticConfig, synthetic_pairs
-    from policyopt.eval.preference import WinRateEvaluator, win_rate_config
-    from policyopt.lm.policy import LMPolicy
-    from policyopt.lm.tasks import TaskExample
-    from policyopt.runtime.config import build as build_config
-    from policyopt.runtime.seeding import derive_seed
-    from policyopt.runtime.text_collector import TextCollector
-
-    cfg, seed = run_config.algo_config, run_config.seed
-    model, tok = starting_model(cfg.model, cfg.synthetic, cfg.sft_warmup_updates)
-    syn = build_config(SyntheticConfig, cfg.synthetic, "mpo.synthetic")
-    records, truth = synthetic_pairs(syn)
-    table = PairTable.from_records(records, tok)
-    reward_fn = truth.as_reward_fn() if cfg.reward == "truth" else _trained_reward_fn(cfg, table, tok, seed)
-    margins = np.asarray(reward_fn(records.prompts, records.chosen)) - np.asarray(
-        reward_fn(records.prompts, records.rejected))
-    easy, hard = split_by_margin(margins, cfg.easy_fraction)
-    easy_table = PairTable.from_records(records.subset(easy), tok)
-    ref = cached_reference(model, easy_table, Path(run_dir) / "reference_logps.safetensors")
-    evaluator = WinRateEvaluator.from_synthetic(model, tok, truth, syn, win_rate_config(cfg.eval),
-                                                derive_seed(seed, "eval"))
-    rl_cfg = build_config(GRPOConfig, cfg.rl, "mpo.rl")
-    policy = LMPolicy(model, tok)
-    per_update = rl_cfg.collect.prompts_per_step * rl_cfg.collect.completions_per_prompt
-    rl_updates = max(1, (run_config.trainer.total_steps - cfg.dpo_updates * cfg.batch_size) // per_update)
-    rl = LMPolicyGradient(rl_cfg, policy, rl_updates, derive_seed(seed, "minibatches"))
-    dpo = OfflinePreference(DPOConfig(beta=cfg.beta, learning_rate=cfg.dpo_learning_rate), model)
-    hard_prompts = [TaskExample(records.prompts[i], "", {}) for i in hard]
-    online = TextCollector(policy, hard_prompts, reward_fn, rl_cfg.collect, derive_seed(seed, "sampler"))
-    offline = PreferenceCollector(easy_table, ref, cfg.batch_size, seed)
-    algo = MPO(dpo, rl, policy)
-    algo.split_info = {"easy_pairs": float(len(easy)), "hard_pairs": float(len(hard)),
-                       "easy_flipped_frac": float(records.flipped[easy].mean()),
-                       "hard_flipped_frac": float(records.flipped[hard].mean()),
-                       "margin_threshold": float(np.min(margins[easy]))}
-    return algo, MPOCollector(offline, online, cfg.dpo_updates), evaluator
-
-
-__all__ = ["MPO", "MPOCollector", "MPOConfig", "build", "split_by_margin"]
+__all__ = ["MPO", "MPOConfig", "split_by_margin"]

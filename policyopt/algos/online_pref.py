@@ -30,16 +30,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import pydantic
 import torch
 
+from policyopt.core.config import configclass
+from policyopt.data.preference import OnlineGroups
 from policyopt.losses import preference as L
-from policyopt.runtime.config import configclass
 
 
 @configclass
@@ -112,108 +110,7 @@ class EGPOConfig(OnlinePrefConfig):
 # ------------------------------------------------------------------------------------------ judges
 
 
-class TruthJudge:
-    """A known (possibly intransitive) preference as a judge."""
-
-    def __init__(self, truth: Any):
-        self.truth = truth
-
-    def preference(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        return self.truth.preference(a, b, prompts)
-
-
-class RewardJudge:
-    """A ``RewardFn`` as a judge: :math:`P(a > b) = \\sigma((r_a - r_b) / T)`; unscorable (None/NaN) -> 0.5."""
-
-    def __init__(self, reward_fn: Any, temperature: float = 1.0):
-        self.reward_fn, self.temperature = reward_fn, temperature
-
-    def preference(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        def score(texts):
-            return np.array([np.nan if r is None else float(r) for r in self.reward_fn(list(prompts), list(texts))])
-
-        d = (score(a) - score(b)) / self.temperature
-        return np.where(np.isfinite(d), 1.0 / (1.0 + np.exp(-np.nan_to_num(d))), 0.5)
-
-
 # --------------------------------------------------------------------------------------- collector
-
-
-@dataclass(frozen=True)
-class OnlineGroups:
-    """``P`` groups of ``G`` sampled completions: token tensors ``[P*G, ...]`` (grouped by prompt),
-    ``texts`` decoded completions, ``preferences [P, G, G]`` (``[p, i, j] = P(y_i > y_j)``)."""
-
-    prompt_ids: torch.Tensor
-    prompt_mask: torch.Tensor
-    completion_ids: torch.Tensor
-    completion_mask: torch.Tensor
-    texts: list[str]
-    preferences: torch.Tensor
-    num_steps: int
-
-    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask
-
-
-class OnlinePairCollector:
-    """Samples ``G`` completions per prompt from the current policy and asks ``judge`` for preferences.
-
-    Prompt order: seeded epoch permutations; sampling: its own ``torch.Generator``. Both are in
-    ``state_dict`` for exact resume. ``num_steps`` of a batch = completions sampled.
-    """
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], judge: Any,
-                 prompts_per_step: int, group: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0):
-        if not prompts:
-            raise ValueError("OnlinePairCollector needs prompts")
-        self.model, self.tokenizer, self.prompts, self.judge = model, tokenizer, list(prompts), judge
-        self.per_step, self.group, self.seed = prompts_per_step, group, seed
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.prompts))
-
-    def _next_prompts(self) -> list[str]:
-        out: list[str] = []
-        while len(out) < self.per_step:
-            take = self._order[self.position:self.position + self.per_step - len(out)]
-            out.extend(self.prompts[int(i)] for i in take)
-            self.position += take.size
-            if self.position >= len(self.prompts):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return out
-
-    def collect(self) -> OnlineGroups:
-        from policyopt.lm.sampling import SamplingConfig, sample
-
-        prompts, g = self._next_prompts(), self.group
-        tok = self.tokenizer
-        cfg = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, samples_per_prompt=g)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        s = sample(self.model, [list(x) for x in tok(prompts)["input_ids"]], cfg, generator=self.generator,
-                   pad_token_id=int(pad), eos_token_ids=[int(tok.eos_token_id)])
-        texts = tok.batch_decode(s.completion_lists(), skip_special_tokens=True)
-        groups = [texts[i * g:(i + 1) * g] for i in range(len(prompts))]
-        a = [x[i] for x in groups for i in range(g) for _ in range(g)]
-        b = [x[j] for x in groups for _ in range(g) for j in range(g)]
-        rep = [p for p in prompts for _ in range(g * g)]
-        prefs = torch.as_tensor(self.judge.preference(rep, a, b), dtype=torch.float32).reshape(len(prompts), g, g)
-        return OnlineGroups(s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask, texts, prefs,
-                            len(texts))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
-                "generator": self.generator.get_state().clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
-        self.generator.set_state(state["generator"])
 
 
 # --------------------------------------------------------------------------------------- algorithm
@@ -342,27 +239,4 @@ class OnlinePreference:
             self.previous.load_state_dict(state["previous"])
 
 
-def build(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: online_dpo | spo | inpo | egpo`` on synthetic preferences."""
-    from policyopt.algos.dpo import starting_model
-    from policyopt.data.preference import SyntheticConfig, make_truth, synthetic_prompts
-    from policyopt.eval.preference import WinRateEvaluator, win_rate_config
-    from policyopt.runtime.config import build as build_config
-    from policyopt.runtime.seeding import derive_seed
-
-    cfg = run_config.algo_config
-    model, tok = starting_model(cfg.model, cfg.synthetic, cfg.sft_warmup_updates)
-    reference = copy.deepcopy(model)
-    syn = build_config(SyntheticConfig, cfg.synthetic, f"{run_config.algo}.synthetic")
-    truth = make_truth(syn)
-    judge = TruthJudge(truth) if cfg.judge == "truth" else RewardJudge(truth.as_reward_fn(), 0.1)
-    evaluator = WinRateEvaluator.from_synthetic(model, tok, truth, syn, win_rate_config(cfg.eval),
-                                                derive_seed(run_config.seed, "eval"))
-    collector = OnlinePairCollector(model, tok, synthetic_prompts(syn), judge, cfg.prompts_per_step,
-                                    cfg.completions_per_prompt, cfg.max_new_tokens or truth.max_len, cfg.temperature,
-                                    derive_seed(run_config.seed, "sampler"))
-    return OnlinePreference(cfg, model, reference), collector, evaluator
-
-
-__all__ = ["EGPOConfig", "INPOConfig", "OnlineGroups", "OnlinePairCollector", "OnlinePrefConfig", "OnlinePreference",
-           "RewardJudge", "SPOConfig", "TruthJudge", "build"]
+__all__ = ["EGPOConfig", "INPOConfig", "OnlinePrefConfig", "OnlinePreference", "SPOConfig"]

@@ -14,11 +14,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from policyopt.core.config import configclass
 from policyopt.data.rollout import Rollout
 from policyopt.losses import discounted_returns, gae
 from policyopt.nets.actor_critic import ActionSpec, ActorCritic
 from policyopt.nets.flat import FlatAdam
-from policyopt.runtime.config import configclass
 
 
 @configclass

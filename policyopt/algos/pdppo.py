@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -32,10 +31,10 @@ from torch.nn import functional as F
 
 from policyopt.algos.onpolicy import load_optimizer_tree, optimizer_tree
 from policyopt.algos.ppo import PPO, PPOConfig
+from policyopt.core.config import configclass
 from policyopt.data.rollout import Rollout
 from policyopt.losses import value_loss
 from policyopt.nets.actor_critic import MLP, ActionSpec
-from policyopt.runtime.config import configclass
 
 
 @configclass
@@ -141,40 +140,6 @@ def PDPPO(config: PDPPOConfig, obs_dim: int, spec: ActionSpec, total_updates: in
     ``post_dim`` is the size of the post-decision observation (default: ``obs_dim``)."""
     critic = PostDecisionCritic(config, post_dim or obs_dim, total_updates, seed + 104729)
     return PPO(config, obs_dim, spec, total_updates, seed, aux={"post_critic": critic})
-
-
-def build(cfg, run_dir):
-    """AlgoSpec builder: the rollout path of :func:`policyopt.runtime.run.build_trainer`, with the
-    collector storing ``info[post_decision_key]`` per step."""
-    from policyopt.runtime.collectors import ObsAdapter, RolloutCollector
-    from policyopt.runtime.config import ConfigError
-    from policyopt.runtime.evaluate import EpisodeEvaluator
-    from policyopt.runtime.run import make_env, make_seeded_env
-    from policyopt.runtime.seeding import derive_seed
-
-    acfg, key = cfg.algo_config, cfg.algo_config.post_decision_key
-    env = make_seeded_env(cfg)
-    try:
-        adapter = ObsAdapter(env.single_observation_space)
-        spec = ActionSpec.from_space(env.single_action_space)
-    except ValueError as err:
-        env.close()
-        raise ConfigError(f"env.id: {cfg.env.id!r} cannot be trained with pdppo: {err}") from None
-    _, info = env.reset(seed=derive_seed(cfg.seed, "env"))   # the collector resets again with this seed
-    if key not in info:
-        env.close()
-        raise ConfigError(f"pdppo.post_decision_key: {cfg.env.id!r} puts no {key!r} in its info (keys: "
-                          f"{sorted(k for k in info if not k.startswith('_'))}); PDPPO needs an environment "
-                          "that exposes its post-decision state")
-    post_dim = int(np.asarray(info[key]).reshape(cfg.env.num_envs, -1).shape[1])
-    total_updates = -(-cfg.trainer.total_steps // (acfg.num_steps * cfg.env.num_envs))
-    algo = PDPPO(acfg, adapter.dim, spec, total_updates, derive_seed(cfg.seed, "policy"), post_dim)
-    collector = RolloutCollector(env, algo.policy, acfg.num_steps, derive_seed(cfg.seed, "env"),
-                                 derive_seed(cfg.seed, "actions"), cfg.env.normalize_obs, cfg.env.normalize_reward,
-                                 acfg.gamma, cfg.env.clip_obs, extra_obs_key=key)
-    evaluator = EpisodeEvaluator(lambda n: make_env(cfg.env, n), algo.policy, cfg.trainer.eval_episodes,
-                                 derive_seed(cfg.seed, "eval"), collector.normalize_eval_obs)
-    return algo, collector, evaluator
 
 
 PDPPO.batch_geometry = PPO.batch_geometry  # type: ignore[attr-defined]  (resume refuses geometry changes)

@@ -15,10 +15,10 @@ from pydantic import Field
 
 from policyopt.algos.onpolicy import Auxiliary, Learner, NetConfig, estimate, flatten, linear_decay
 from policyopt.algos.rnd import RNDBonus, RNDConfig
+from policyopt.core.config import configclass
 from policyopt.data.rollout import Rollout
 from policyopt.losses import normalize, ppo_clip_loss, value_loss
 from policyopt.nets.actor_critic import ActionSpec
-from policyopt.runtime.config import configclass
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]

@@ -13,9 +13,9 @@ from typing import Annotated
 from pydantic import Field
 
 from policyopt.algos.onpolicy import Learner, NetConfig, linear_decay, policy_gradient_update
+from policyopt.core.config import configclass
 from policyopt.data.rollout import Rollout
 from policyopt.nets.actor_critic import ActionSpec
-from policyopt.runtime.config import configclass
 
 
 @configclass
@@ -41,6 +41,9 @@ class ReinforceConfig:
 
 
 class Reinforce:
+    """REINFORCE (Williams, 1992) with a learned value baseline: Monte-Carlo returns, one gradient step
+    per batch. ``Reinforce(ReinforceConfig(...), obs_dim, action_spec, total_updates, seed)``."""
+
     batch_geometry = ("num_steps",)
 
     def __init__(self, config: ReinforceConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int):

@@ -11,7 +11,7 @@ advantage 0). One on-policy step per block, no critic and no value model: the pa
 about half of PPO's memory and twice its speed (``benchmarks/lm_vs_trl.py`` measures ours). The
 paper samples one completion per prompt; ``completions_per_prompt`` > 1 shares the greedy baseline.
 A KL penalty, if any, goes into the reward as in the paper. A preset of
-:class:`policyopt.algos.grpo.LMPolicyGradient`.
+:class:`policyopt.algos.grpo.GRPO`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
-from policyopt.runtime.config import configclass
+from policyopt.algos.grpo import GRPO, GRPOConfig
+from policyopt.core.config import configclass
 
 
 @configclass
@@ -36,10 +36,12 @@ class ReMaxConfig(GRPOConfig):
     """One pass: ReMax is a REINFORCE method."""
 
 
-def build(run_config, run_dir):
-    """Registry builder for ``algo: remax`` (the collector adds greedy completions)."""
-    return build_parts(run_config)
+class ReMax(GRPO):
+    """ReMax: the GRPO core with the greedy completion's reward as the baseline (Li et al., 2024).
+
+    ``ReMax(ReMaxConfig(...), policy)``; everything else is :class:`~policyopt.algos.grpo.GRPO`."""
+
+    config_cls = ReMaxConfig
 
 
-ReMax = LMPolicyGradient
-__all__ = ["ReMax", "ReMaxConfig", "build"]
+__all__ = ["ReMax", "ReMaxConfig"]

@@ -36,8 +36,8 @@ import numpy as np
 import pydantic
 import torch
 
+from policyopt.core.config import configclass
 from policyopt.losses import preference as L
-from policyopt.runtime.config import configclass
 
 
 @configclass
@@ -90,9 +90,9 @@ def load_backbone(path: str, kind: Literal["causal", "encoder"] = "causal") -> t
     from transformers import AutoModel, AutoTokenizer
 
     if kind == "causal":
-        from policyopt.algos.dpo import tiny_model
+        from policyopt.lm.builtin import tiny_model
         from policyopt.lm.logprobs import body_and_head
-        from policyopt.runtime.text_source import load_model
+        from policyopt.lm.source import load_model
 
         model, tok = tiny_model() if path == "tiny" else load_model(path)
         return body_and_head(model)[0], tok
@@ -330,46 +330,5 @@ class RewardModelRunConfig(RewardModelConfig):
     """Held-out synthetic pairs (eval-split prompts, clean labels) for ``eval/pair_accuracy``."""
 
 
-class PairAccuracyEvaluator:
-    """``eval/pair_accuracy`` (per member and of the ensemble mean) and ECE on a held-out pair table."""
-
-    def __init__(self, trainer: RewardModelTrainer, table: Any):
-        self.trainer, self.table = trainer, table
-        self.episodes, self.deterministic = len(table), True      # read/set by `policyopt eval`; unused
-
-    def evaluate(self) -> dict[str, float]:
-        from policyopt.eval.preference import calibration, pair_accuracy
-
-        rc, rr = self.trainer.table_rewards(self.table)
-        out = {"eval/pair_accuracy": pair_accuracy(rc.mean(0), rr.mean(0)),
-               "eval/ece": calibration(rc.mean(0), rr.mean(0), np.ones(rc.shape[1]))["ece"]}
-        if rc.shape[0] > 1:
-            out["eval/member_accuracy_mean"] = float(np.mean([pair_accuracy(a, b) for a, b in zip(rc, rr)]))
-        return out
-
-
-def build(run_config: Any, run_dir: Any) -> tuple[Any, Any, Any]:
-    """Registry builder for ``algo: reward_model`` (pairs; synthetic data is evaluated on held-out pairs)."""
-    from policyopt.algos.dpo import PreferenceCollector, PreferenceDataConfig, load_data
-    from policyopt.data.preference import PairTable, synthetic_pairs
-    from policyopt.runtime.config import ConfigError
-    from policyopt.runtime.config import build as build_config
-
-    cfg = run_config.algo_config
-    if cfg.objective != "bradley_terry":
-        raise ConfigError(f"{run_config.algo}.objective: the CLI trains Bradley-Terry models on pairs; "
-                          "use RewardModelTrainer directly for binary feedback or cost labels")
-    data = build_config(PreferenceDataConfig, cfg.data, "data")
-    members, tok = build_ensemble(cfg.backbone, cfg.ensemble_size, cfg.backbone_kind, cfg.pooling, cfg.seed)
-    table, truth, syn = load_data(data, False, tok)
-    trainer = RewardModelTrainer(cfg, members, len(table))
-    evaluator = None
-    if syn is not None:
-        held, _ = synthetic_pairs(dataclasses.replace(syn, num_prompts=cfg.eval_pairs, split="eval", flip_rate=0.0,
-                                                      seed=syn.seed + 1))
-        evaluator = PairAccuracyEvaluator(trainer, PairTable.from_records(held, tok, data.max_length))
-    return trainer, PreferenceCollector(table, None, data.batch_size, data.shuffle_seed), evaluator
-
-
-__all__ = ["LabelledResponses", "PairAccuracyEvaluator", "RewardModel", "RewardModelConfig", "RewardModelRunConfig",
-           "RewardModelTrainer", "as_reward_fn", "build", "build_ensemble", "load_backbone"]
+__all__ = ["LabelledResponses", "RewardModel", "RewardModelConfig", "RewardModelRunConfig", "RewardModelTrainer",
+           "as_reward_fn", "build_ensemble", "load_backbone"]

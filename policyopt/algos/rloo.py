@@ -10,15 +10,15 @@ Each completion's baseline is the mean reward of the *other* completions of its 
 (ratio exactly 1; ``epochs``/``minibatches`` > 1 turn it into a clipped PPO-style update, which is
 what LOOP does, :mod:`policyopt.algos.loop`). As in the RLHF paper, a KL penalty to the reference
 policy, if any, is subtracted from the reward (``kl_in: reward``). A thin preset of the shared core
-:class:`policyopt.algos.grpo.LMPolicyGradient`.
+:class:`policyopt.algos.grpo.GRPO`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient, build_parts
-from policyopt.runtime.config import configclass
+from policyopt.algos.grpo import GRPO, GRPOConfig
+from policyopt.core.config import configclass
 
 
 @configclass
@@ -33,10 +33,12 @@ class RLOOConfig(GRPOConfig):
     """RLOO folds the KL penalty into the sequence reward."""
 
 
-def build(run_config, run_dir):
-    """Registry builder for ``algo: rloo``."""
-    return build_parts(run_config)
+class RLOO(GRPO):
+    """RLOO: the GRPO core with leave-one-out advantages and the KL folded into the reward (Ahmadian et al., 2024).
+
+    ``RLOO(RLOOConfig(...), policy)``; everything else is :class:`~policyopt.algos.grpo.GRPO`."""
+
+    config_cls = RLOOConfig
 
 
-RLOO = LMPolicyGradient
-__all__ = ["RLOO", "RLOOConfig", "build"]
+__all__ = ["RLOO", "RLOOConfig"]

@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import Tensor
 
 from policyopt.algos.onpolicy import load_optimizer_tree, optimizer_tree
+from policyopt.core.config import configclass
 from policyopt.data.normalize import RunningMeanStd
 from policyopt.data.rollout import Rollout
 from policyopt.losses import gae, value_loss
@@ -39,7 +40,6 @@ from policyopt.losses.rnd import (
     whiten_clip,
 )
 from policyopt.nets.rnd import RNDNetworks
-from policyopt.runtime.config import configclass
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]

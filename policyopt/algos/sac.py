@@ -21,6 +21,8 @@ from gymnasium import spaces
 from pydantic import Field
 from torch import Tensor, nn
 
+from policyopt.core.config import configclass
+from policyopt.core.seeding import generator_state, set_generator_state
 from policyopt.data.replay import ReplayConfig, ReplaySpec, Transitions
 from policyopt.losses.td import (
     discrete_sac_soft_value,
@@ -32,8 +34,6 @@ from policyopt.losses.td import (
 from policyopt.nets import distributions as D
 from policyopt.nets.flat import FlatAdam, denormals_flushed
 from policyopt.nets.qnets import EnsembleMLP, QNetwork, SquashedGaussianActor, polyak_update
-from policyopt.runtime.config import configclass
-from policyopt.runtime.seeding import generator_state, set_generator_state
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
@@ -266,8 +266,3 @@ class SAC:
         self.updates = int(state["updates"])
 
 
-def build(cfg, run_dir):
-    """AlgoSpec builder: (SAC, ReplayCollector, evaluator) from a run config."""
-    from policyopt.runtime.offpolicy import build_offpolicy
-
-    return build_offpolicy(cfg, run_dir, SAC)

@@ -24,10 +24,10 @@ from torch import Tensor, nn
 
 from policyopt.algos.dqn import GreedyPolicy, linear_schedule
 from policyopt.algos.onpolicy import load_optimizer_tree, optimizer_tree
+from policyopt.core.config import configclass
 from policyopt.losses.td import epsilon_greedy_probs, expected_sarsa_target, masked_argmax, sarsa_target
 from policyopt.nets import distributions as D
 from policyopt.nets.qnets import QNetwork
-from policyopt.runtime.config import configclass
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
@@ -153,12 +153,3 @@ class SARSA:
         self.updates = int(state["updates"])
 
 
-def build(cfg, run_dir):
-    """AlgoSpec builder: (SARSA, OnlineCollector, evaluator) from a run config."""
-    from policyopt.runtime.offpolicy import build_online
-
-    def make(config, obs_dim, action_space, total_steps, seed, observation_space):
-        states = int(observation_space.n) if isinstance(observation_space, spaces.Discrete) else None
-        return SARSA(config, obs_dim, action_space, total_steps, seed, states)
-
-    return build_online(cfg, run_dir, make)

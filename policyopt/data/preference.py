@@ -12,7 +12,7 @@ Three layers, from text to tensors:
 - **batches** (torch, one per update): :class:`PreferencePairs` and :class:`RankedLists`, trimmed to
   the longest row of the batch, carrying cached reference sequence log-probs when available.
 
-Synthetic data with a known ground truth lives in :mod:`policyopt.data.synthetic_preference`
+Synthetic data with a known ground truth lives in :mod:`policyopt.lm.synthetic_preference`
 (re-exported here).
 """
 
@@ -340,20 +340,23 @@ def list_batch(table: ListTable, index: np.ndarray, ref: np.ndarray | None = Non
                        torch.from_numpy(np.asarray(index, dtype=np.int64)), int(len(index)))
 
 
-# re-exported: synthetic data with a known truth (defined in its own module to keep files small)
-from policyopt.data.synthetic_preference import (  # noqa: E402
-    GroundTruth,
-    SyntheticConfig,
-    TaskTruth,
-    behaviour_completions,
-    make_truth,
-    synthetic_lists,
-    synthetic_pairs,
-    synthetic_prompts,
-    task_candidates,
-)
+__all__ = ["ListTable", "PairTable", "PreferencePairs", "PreferenceRecords", "RankedLists", "RankedRecords",
+           "list_batch", "lists_from_hf", "load_lists_jsonl", "load_pairs_jsonl", "pair_batch", "pairs_from_hf",
+           "save_pairs_jsonl"]
 
-__all__ = ["GroundTruth", "ListTable", "PairTable", "PreferencePairs", "PreferenceRecords", "RankedLists",
-           "RankedRecords", "SyntheticConfig", "TaskTruth", "behaviour_completions", "list_batch", "lists_from_hf",
-           "load_lists_jsonl", "load_pairs_jsonl", "make_truth", "pair_batch", "pairs_from_hf", "save_pairs_jsonl",
-           "synthetic_lists", "synthetic_pairs", "synthetic_prompts", "task_candidates"]
+
+@dataclass(frozen=True)
+class OnlineGroups:
+    """``P`` groups of ``G`` sampled completions: token tensors ``[P*G, ...]`` (grouped by prompt),
+    ``texts`` decoded completions, ``preferences [P, G, G]`` (``[p, i, j] = P(y_i > y_j)``)."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+    preferences: torch.Tensor
+    num_steps: int
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask

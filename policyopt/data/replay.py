@@ -31,9 +31,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from policyopt.core.config import configclass
+from policyopt.core.seeding import generator_state, set_generator_state
 from policyopt.losses.td import n_step_return
-from policyopt.runtime.config import configclass
-from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
 @dataclass

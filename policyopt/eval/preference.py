@@ -20,7 +20,7 @@ import numpy as np
 import pydantic
 import torch
 
-from policyopt.runtime.config import build, configclass
+from policyopt.core.config import build, configclass
 
 
 @configclass
@@ -75,7 +75,7 @@ class WinRateEvaluator:
     def from_synthetic(cls, model: torch.nn.Module, tokenizer: Any, truth: Any, synthetic: Any,
                        config: WinRateConfig, seed: int = 0) -> WinRateEvaluator:
         """Held-out prompts of the synthetic data's task family (the eval split)."""
-        from policyopt.data.preference import synthetic_prompts
+        from policyopt.lm.synthetic_preference import synthetic_prompts
 
         return cls(model, tokenizer, synthetic_prompts(synthetic, config.prompts, "eval"), truth, config, seed)
 
@@ -137,3 +137,20 @@ def calibration(reward_chosen: Any, reward_rejected: Any, outcome: Any, bins: in
 
 __all__ = ["WinRateConfig", "WinRateEvaluator", "calibration", "pair_accuracy", "sample_texts", "win_rate_config",
            "worst_case_win_rate"]
+
+
+class PairAccuracyEvaluator:
+    """``eval/pair_accuracy`` (per member and of the ensemble mean) and ECE on a held-out pair table."""
+
+    def __init__(self, trainer: Any, table: Any):
+        self.trainer, self.table = trainer, table
+        self.episodes, self.deterministic = len(table), True      # read/set by `policyopt eval`; unused
+
+    def evaluate(self) -> dict[str, float]:
+
+        rc, rr = self.trainer.table_rewards(self.table)
+        out = {"eval/pair_accuracy": pair_accuracy(rc.mean(0), rr.mean(0)),
+               "eval/ece": calibration(rc.mean(0), rr.mean(0), np.ones(rc.shape[1]))["ece"]}
+        if rc.shape[0] > 1:
+            out["eval/member_accuracy_mean"] = float(np.mean([pair_accuracy(a, b) for a, b in zip(rc, rr)]))
+        return out

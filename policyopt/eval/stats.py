@@ -13,7 +13,7 @@ The statistics come from scipy; nothing here hand-rolls a resampling scheme. (Th
 package itself pulls ``arch``/``statsmodels``/``seaborn``/``pandas``, which we do not require.)
 
 Score arrays are ``[runs, tasks]`` (``[runs]`` means one task). The multi-seed runner
-:func:`run_seeds` trains a run config once per seed through :func:`policyopt.runtime.run.train`.
+:func:`run_seeds` trains a run config once per seed through :func:`policyopt.app.run.train`.
 """
 
 from __future__ import annotations
@@ -140,21 +140,6 @@ def time_to_threshold(steps: Sequence[float], values: Sequence[float], threshold
 
 
 # ----------------------------------------------------------------------------- runs and curves
-
-
-def run_seeds(config: str | Path | dict, seeds: Sequence[int], root: str | Path, overrides: Sequence[str] = (),
-              tag: str = "run") -> list[Path]:
-    """Train ``config`` once per seed (sequentially) into ``root/<tag>_s<seed>``; returns the run dirs.
-    A run dir that already holds a finished run is reused (so an interrupted sweep can continue)."""
-    from policyopt.runtime.run import train
-
-    dirs = []
-    for seed in seeds:
-        run_dir = Path(root) / f"{tag}_s{seed}"
-        if not (run_dir / "checkpoints").exists():
-            train(config, [*overrides, f"seed={seed}", "trainer.progress=none"], run_dir=run_dir)
-        dirs.append(run_dir)
-    return dirs
 
 
 def load_curve(run_dir: str | Path, key: str = "eval/return_mean") -> tuple[np.ndarray, np.ndarray]:

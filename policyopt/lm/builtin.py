@@ -1,6 +1,6 @@
 """The built-in model: a ~1.8M-parameter Llama-style causal LM with a character tokenizer.
 
-It was trained by ``python -m policyopt.lm.train_builtin`` (our SFT algorithm through the shared
+It was trained by ``python -m policyopt.app.train_builtin`` (our SFT algorithm through the shared
 Trainer) on a mix of the generated task families of :mod:`policyopt.lm.tasks`, to a useful but
 imperfect held-out accuracy, so that RL has something to improve. The files live in
 ``policyopt/lm/builtin_model/`` (``config.json``, ``model.safetensors`` stored in bfloat16,
@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import torch
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_model"
 
@@ -83,7 +85,7 @@ def load_builtin(path: str | Path | None = None, dtype: Any = None) -> tuple[Any
 
     path = Path(path) if path is not None else BUILTIN_DIR
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no built-in model at {path}; train one with `python -m policyopt.lm.train_builtin`")
+        raise FileNotFoundError(f"no built-in model at {path}; train one with `python -m policyopt.app.train_builtin`")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, local_files_only=True)
     model.eval()
@@ -94,3 +96,18 @@ def builtin_accuracy(path: str | Path | None = None) -> dict[str, Any]:
     """The measured held-out accuracies shipped with the model (``accuracy.json``)."""
     path = Path(path) if path is not None else BUILTIN_DIR
     return json.loads((path / "accuracy.json").read_text())
+
+
+def tiny_model(seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A ~60k-parameter untrained Llama with the project's character tokenizer (fast demos and tests)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from policyopt.lm.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg), tok

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from policyopt.core.config import build, configclass
 from policyopt.lm.sandbox import (
     CallTest,
     IOTest,
@@ -47,7 +48,6 @@ from policyopt.lm.sandbox import (
 from policyopt.lm.sandbox.harness import CompareMode
 from policyopt.lm.sandbox.sandbox import check_trust
 from policyopt.lm.tasks import TaskExample, split_of
-from policyopt.runtime.config import build, configclass
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

@@ -26,9 +26,9 @@ from typing import Annotated, Any
 import pydantic
 import torch
 
+from policyopt.core.config import configclass
 from policyopt.lm.logprobs import TokenLogProbs, completion_logprobs
 from policyopt.lm.sampling import Samples, SamplingConfig, StopStrings, sample
-from policyopt.runtime.config import configclass
 
 Prompt = str | Sequence[Mapping[str, str]] | Sequence[int]
 

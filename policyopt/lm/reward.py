@@ -43,7 +43,7 @@ import numpy as np
 import pydantic
 import torch
 
-from policyopt.runtime.config import configclass
+from policyopt.core.config import configclass
 
 logger = logging.getLogger("policyopt.lm.reward")
 

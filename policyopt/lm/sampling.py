@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from policyopt.core.config import configclass
 from policyopt.lm.logprobs import eval_mode, left_pad, position_ids, unwrap_model
-from policyopt.runtime.config import configclass
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
 

@@ -20,10 +20,10 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
+from policyopt.core.seeding import generator_state, set_generator_state
 from policyopt.data.normalize import ObsNormalizer, RewardNormalizer
 from policyopt.data.rollout import Rollout
 from policyopt.runtime import envstate
-from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
 def restore_env(env, state: dict, process) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:

@@ -39,7 +39,7 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AsyncVectorEnv, VectorEnv, VectorWrapper
 from gymnasium.wrappers.utils import RunningMeanStd
 
-from policyopt.runtime.seeding import generator_state, new_generator, set_generator_state
+from policyopt.core.seeding import generator_state, new_generator, set_generator_state
 
 FORMAT = "policyopt-envstate"
 FORMAT_VERSION = 1

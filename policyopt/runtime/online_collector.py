@@ -19,10 +19,10 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
+from policyopt.core.seeding import generator_state, set_generator_state
 from policyopt.runtime import envstate
 from policyopt.runtime.collectors import ObsAdapter
 from policyopt.runtime.replay_collector import Behaviour, env_state_or_warning, final_observations
-from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
 @dataclass

@@ -26,10 +26,10 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
+from policyopt.core.seeding import generator_state, set_generator_state
 from policyopt.data.replay import ReplayBuffer, ReplaySpec, Transitions
 from policyopt.runtime import envstate
 from policyopt.runtime.collectors import ObsAdapter, restore_env
-from policyopt.runtime.seeding import generator_state, set_generator_state
 
 
 class Behaviour(Protocol):

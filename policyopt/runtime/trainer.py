@@ -1,6 +1,6 @@
 """The trainer: the only loop in policyopt (collect -> update -> log -> evaluate -> checkpoint).
 
-Every algorithm runs through it via the small protocols of :mod:`policyopt.runtime.protocols`.
+Every algorithm runs through it via the small protocols of :mod:`policyopt.core.protocols`.
 Schedules (evaluation, checkpoints, annealing) are derived from the step counter, so a resumed run
 makes exactly the decisions the uninterrupted run would have made.
 """
@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from policyopt.core.config import configclass
+from policyopt.core.protocols import Algorithm, Collector, Evaluator
+from policyopt.core.seeding import capture_global_rng, restore_global_rng
 from policyopt.runtime import checkpoint as ckpt
-from policyopt.runtime.config import configclass
 from policyopt.runtime.metrics_log import MetricsLog, Progress
-from policyopt.runtime.protocols import Algorithm, Collector, Evaluator
-from policyopt.runtime.seeding import capture_global_rng, restore_global_rng
 
 
 @configclass
@@ -43,6 +43,12 @@ class TrainerConfig:
 
 
 class Trainer:
+    """The one training loop of every algorithm: collect -> update -> log -> evaluate -> checkpoint.
+
+    ``Trainer(algorithm, collector, TrainerConfig(...), run_dir, evaluator=None).run()`` returns the last
+    metrics record. It knows the pieces only through :mod:`policyopt.core.protocols`; everything it
+    checkpoints is their ``state_dict()`` trees plus its own counters, so ``resume`` is bitwise exact."""
+
     def __init__(self, algorithm: Algorithm, collector: Collector, config: TrainerConfig, run_dir: str | Path,
                  evaluator: Evaluator | None = None):
         self.algorithm, self.collector, self.config = algorithm, collector, config

@@ -25,9 +25,11 @@ def tiny_sft_model(out: Path, updates: int = SFT_UPDATES, seed: int = 0) -> Path
     """Build, SFT and save the tiny model to ``out`` (deterministic with 1 torch thread)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from policyopt.algos.sft import SFT, SFTCollector, SFTConfig, SFTDataConfig
+    from policyopt.algos.sft import SFT, SFTConfig
+    from policyopt.data.text import SFTDataConfig
     from policyopt.lm.tasks import generate_mixture
     from policyopt.lm.tokenizer import build_char_tokenizer
+    from policyopt.runtime.lm_collectors import SFTCollector
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

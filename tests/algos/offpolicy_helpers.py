@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policyopt.app.run import train
 from policyopt.runtime import checkpoint as ckpt
-from policyopt.runtime.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 

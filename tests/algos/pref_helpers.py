@@ -23,10 +23,12 @@ def tiny_pref_model(out: Path, behaviour: tuple[float, ...] = (), updates: int =
     """Build, SFT and save the tiny model (deterministic with 1 torch thread); returns ``out``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from policyopt.algos.sft import SFT, SFTCollector, SFTConfig, SFTDataConfig
-    from policyopt.data.preference import SyntheticConfig, behaviour_completions, synthetic_prompts
+    from policyopt.algos.sft import SFT, SFTConfig
+    from policyopt.core.config import build
+    from policyopt.data.text import SFTDataConfig
+    from policyopt.lm.synthetic_preference import SyntheticConfig, behaviour_completions, synthetic_prompts
     from policyopt.lm.tokenizer import build_char_tokenizer
-    from policyopt.runtime.config import build
+    from policyopt.runtime.lm_collectors import SFTCollector
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

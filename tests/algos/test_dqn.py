@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
+from policyopt.app.run import build_trainer, parse_run_config, train
 from policyopt.runtime.checkpoint import load_checkpoint
-from policyopt.runtime.run import build_trainer, parse_run_config, train
 from tests.algos.offpolicy_helpers import assert_resume_exact
 from tests.multiseed import at_least
 from tests.runtime.toy_envs import register

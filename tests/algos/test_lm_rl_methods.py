@@ -16,7 +16,7 @@ import math
 
 import pytest
 
-from policyopt.runtime.run import build_trainer, parse_run_config
+from policyopt.app.run import build_trainer, parse_run_config
 from tests.algos.lm_helpers import cached_tiny_model, run_config
 from tests.multiseed import at_least
 
@@ -70,7 +70,7 @@ def test_grpo_improves_the_shipped_builtin_model(tmp_path):
     sorting prompts goes from 0.445 to about 0.56 (measured); assert at least +0.05."""
     from pathlib import Path
 
-    from policyopt.runtime.config import apply_overrides, load_yaml
+    from policyopt.core.config import apply_overrides, load_yaml
 
     config = Path(__file__).resolve().parents[2] / "configs" / "grpo_demo.yaml"
     data = apply_overrides(load_yaml(config), ["trainer.total_steps=1600", "trainer.progress=none"])

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policyopt.app.run import train
+from policyopt.core.config import dump_yaml
 from policyopt.runtime import checkpoint as ckpt
-from policyopt.runtime.config import dump_yaml
 from policyopt.runtime.metrics_log import MetricsLog
-from policyopt.runtime.run import train
 from tests.algos.lm_helpers import cached_tiny_model, run_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
+from policyopt.algos.grpo import GRPO, GRPOConfig
+from policyopt.core.config import build
+from policyopt.data.text import CollectConfig, TextRollout
 from policyopt.lm.policy import LMPolicy
 from policyopt.lm.reward import RewardGuard
+from policyopt.lm.source import load_model, task_pools
 from policyopt.losses import shaping
-from policyopt.runtime.config import build
-from policyopt.runtime.text_collector import CollectConfig, TextCollector, TextRollout
-from policyopt.runtime.text_source import load_model, task_pools
+from policyopt.runtime.text_collector import TextCollector
 from tests.algos.lm_helpers import TASK_PARAMS, TASKS, cached_tiny_model
 
 
@@ -34,7 +35,7 @@ def policy():
 
 @pytest.fixture(scope="module")
 def examples():
-    from policyopt.runtime.text_source import TextSourceConfig
+    from policyopt.lm.source import TextSourceConfig
 
     return task_pools(TextSourceConfig(tasks=TASKS, task_params=TASK_PARAMS, eval_prompts=10))[0]
 
@@ -49,8 +50,8 @@ def length_reward_or_none(prompts, completions, metadata):
     return [None if _code(c) % 3 == 0 else (_code(c) % 11) / 10.0 for c in completions]
 
 
-def _core(policy, **fields) -> LMPolicyGradient:
-    return LMPolicyGradient(build(GRPOConfig, {"track_kl": False, **fields}), policy)
+def _core(policy, **fields) -> GRPO:
+    return GRPO(build(GRPOConfig, {"track_kl": False, **fields}), policy)
 
 
 def test_unscorable_rewards_are_masked_not_zeroed(policy, examples):
@@ -197,8 +198,8 @@ LM_CONFIGS = ("grpo_sorting", "drgrpo_sorting", "dapo_sorting", "gspo_sorting", 
 def test_shipped_configs_validate(name):
     from pathlib import Path
 
-    from policyopt.runtime.config import load_yaml
-    from policyopt.runtime.run import parse_run_config
+    from policyopt.app.run import parse_run_config
+    from policyopt.core.config import load_yaml
 
     cfg = parse_run_config(load_yaml(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
     assert cfg.algo_config.source.model == "builtin"
@@ -207,8 +208,8 @@ def test_shipped_configs_validate(name):
 
 
 def test_bad_config_names_the_key():
-    from policyopt.runtime.config import ConfigError
-    from policyopt.runtime.run import parse_run_config
+    from policyopt.app.run import parse_run_config
+    from policyopt.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="grpo.collect.completions_per_prompt"):
         parse_run_config({"algo": "grpo", "grpo": {"collect": {"completions_per_prompt": 0}}})
@@ -260,7 +261,7 @@ def test_shared_prompt_forward_equals_plain_forward(policy, examples):
 
 
 def test_lora_grpo_trains_adapters_only_with_disabled_adapter_reference(tmp_path):
-    from policyopt.runtime.run import build_trainer, parse_run_config
+    from policyopt.app.run import build_trainer, parse_run_config
     from tests.algos.lm_helpers import run_config
 
     data = run_config("grpo", cached_tiny_model(), {"learning_rate": 1e-3, "kl_coef": 0.05,
@@ -277,7 +278,7 @@ def test_lora_grpo_trains_adapters_only_with_disabled_adapter_reference(tmp_path
 
 
 def test_ppo_critic_values_shared_prompt_equal_plain(tmp_path):
-    from policyopt.runtime.run import build_trainer, parse_run_config
+    from policyopt.app.run import build_trainer, parse_run_config
     from tests.algos.lm_helpers import run_config
 
     data = run_config("lm_ppo", cached_tiny_model(), {}, steps=1, prompts=3, group=4)

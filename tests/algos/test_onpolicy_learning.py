@@ -8,7 +8,7 @@ docstrings are from one AMD EPYC machine, 1 torch thread, torch 2.13.0.
 import numpy as np
 import pytest
 
-from policyopt.runtime.run import train
+from policyopt.app.run import train
 from tests.multiseed import at_least
 from tests.runtime.toy_envs import register
 

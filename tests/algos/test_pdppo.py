@@ -8,12 +8,12 @@ import torch
 
 import policyopt.envs  # noqa: F401  (registers policyopt/...)
 from policyopt.algos.pdppo import PDPPOConfig, PostDecisionCritic
+from policyopt.app.run import resume, train
+from policyopt.core.config import ConfigError
 from policyopt.data.rollout import Rollout
 from policyopt.runtime.checkpoint import load_checkpoint
 from policyopt.runtime.collectors import RolloutCollector
-from policyopt.runtime.config import ConfigError
 from policyopt.runtime.metrics_log import MetricsLog
-from policyopt.runtime.run import resume, train
 from tests.runtime.test_resume import assert_trees_equal, untimed
 
 QUIET = {"progress": "none", "tensorboard": False}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from policyopt.app.run import build_trainer, parse_run_config, train
 from policyopt.runtime import checkpoint as ckpt
-from policyopt.runtime.run import build_trainer, parse_run_config, train
 from tests.algos.offpolicy_helpers import assert_tree_equal, cli, metrics
 from tests.algos.pref_helpers import SYNTHETIC, tiny_pref_model
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from policyopt.app.run import build_trainer, parse_run_config, train
+from policyopt.core.config import ConfigError
 from policyopt.runtime import checkpoint as ckpt
-from policyopt.runtime.config import ConfigError
-from policyopt.runtime.run import build_trainer, parse_run_config, train
 from tests.algos.offpolicy_helpers import assert_resume_exact, cli
 from tests.algos.pref_helpers import pref_run_config, tiny_pref_model
 
@@ -94,18 +94,19 @@ def test_bad_configs_name_the_key(model_dir, tmp_path):
 
 
 def test_listwise_loss_refuses_pair_batches(model_dir, tmp_path):
-    from policyopt.algos.dpo import DPOConfig, OfflinePreference
+    from policyopt.algos.dpo import DPO, DPOConfig
 
     cfg = parse_run_config(pref_run_config("dpo", model_dir, steps=2))
     trainer = build_trainer(cfg, tmp_path / "run")
-    algo = OfflinePreference(DPOConfig(loss="lipo"), trainer.algorithm.model)
+    algo = DPO(DPOConfig(loss="lipo"), trainer.algorithm.model)
     with pytest.raises(TypeError, match="RankedLists"):
         algo.update(trainer.collector.collect())
 
 
 def test_jsonl_data_trains(model_dir, tmp_path):
-    from policyopt.data.preference import SyntheticConfig, save_pairs_jsonl, synthetic_pairs
-    from policyopt.runtime.config import build
+    from policyopt.core.config import build
+    from policyopt.data.preference import save_pairs_jsonl
+    from policyopt.lm.synthetic_preference import SyntheticConfig, synthetic_pairs
 
     records, _ = synthetic_pairs(build(SyntheticConfig, {"num_prompts": 64, "max_len": 3}))
     save_pairs_jsonl(records, tmp_path / "pairs.jsonl")
@@ -126,7 +127,7 @@ PREF_CONFIGS = ["dpo_synthetic", "ipo_synthetic", "slic_synthetic", "rrhf_synthe
 def test_shipped_configs_validate(name):
     from pathlib import Path
 
-    from policyopt.runtime.config import load_yaml
+    from policyopt.core.config import load_yaml
 
     cfg = parse_run_config(load_yaml(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
     assert cfg.algo == name.split("_")[0] or cfg.algo in ("online_dpo", "reward_model")

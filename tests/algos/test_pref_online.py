@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from policyopt.runtime.run import train
+from policyopt.app.run import train
 from tests.algos.offpolicy_helpers import assert_resume_exact
 from tests.algos.pref_helpers import SYNTHETIC, pref_run_config, tiny_pref_model
 
@@ -75,7 +75,7 @@ def test_spo_resume_is_bitwise_exact(uniform_model, tmp_path):
 
 
 def test_pairwise_methods_need_pairs(uniform_model, tmp_path):
-    from policyopt.runtime.config import ConfigError
+    from policyopt.core.config import ConfigError
 
     with pytest.raises((ValueError, ConfigError), match="completions_per_prompt must be 2"):
         train(online_config("inpo", uniform_model, group=4), run_dir=tmp_path / "run")

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from policyopt.algos.dpo import PreferenceCollector
 from policyopt.algos.reward_model import (
     LabelledResponses,
     RewardModel,
@@ -15,9 +14,11 @@ from policyopt.algos.reward_model import (
     RewardModelTrainer,
     as_reward_fn,
 )
-from policyopt.data.preference import PairTable, SyntheticConfig, synthetic_pairs
+from policyopt.core.config import build
+from policyopt.data.preference import PairTable
 from policyopt.eval.preference import pair_accuracy
-from policyopt.runtime.config import build
+from policyopt.lm.synthetic_preference import SyntheticConfig, synthetic_pairs
+from policyopt.runtime.lm_collectors import PreferenceCollector
 
 DATA = {"task": "addition", "task_params": {"max_digits": 2}, "alphabet": "abcdef", "min_len": 2, "max_len": 4}
 
@@ -130,7 +131,7 @@ def test_state_dict_round_trip(tok):
 def test_reward_model_cli_run(tmp_path, tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from policyopt.runtime.run import train
+    from policyopt.app.run import train
 
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32,

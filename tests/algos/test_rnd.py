@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from policyopt.algos.rnd import RNDBonus, RNDConfig
+from policyopt.app.run import resume, train
+from policyopt.core.config import ConfigError
 from policyopt.data.rollout import Rollout
 from policyopt.runtime.checkpoint import load_checkpoint
-from policyopt.runtime.config import ConfigError
 from policyopt.runtime.metrics_log import MetricsLog
-from policyopt.runtime.run import resume, train
 from tests.multiseed import at_least
 from tests.runtime.test_resume import assert_trees_equal, untimed
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from policyopt.runtime.run import train
+from policyopt.app.run import train
 from tests.algos.offpolicy_helpers import assert_resume_exact
 from tests.multiseed import at_least
 from tests.runtime.toy_envs import register

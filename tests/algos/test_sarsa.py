@@ -4,8 +4,8 @@ next actions, bad configs."""
 import pytest
 import torch
 
-from policyopt.runtime.config import ConfigError
-from policyopt.runtime.run import build_trainer, parse_run_config, train
+from policyopt.app.run import build_trainer, parse_run_config, train
+from policyopt.core.config import ConfigError
 from tests.multiseed import at_least
 
 

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from policyopt.core.config import build
 from policyopt.data import preference as D
-from policyopt.runtime.config import build
+from policyopt.lm import synthetic_preference as S
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def tok():
 
 
 def syn(**kw):
-    return build(D.SyntheticConfig, {"num_prompts": 400, **kw})
+    return build(S.SyntheticConfig, {"num_prompts": 400, **kw})
 
 
 def test_jsonl_and_hf_loaders_round_trip(tmp_path):
@@ -78,20 +79,20 @@ def test_list_table_pads_ragged_lists(tok):
 
 
 def test_synthetic_pairs_follow_the_truth_and_flip_at_the_rate():
-    clean, truth = D.synthetic_pairs(syn())
+    clean, truth = S.synthetic_pairs(syn())
     assert np.all(clean.true_prob >= 0.5) and not clean.flipped.any()
     r = truth.reward(clean.chosen) - truth.reward(clean.rejected)
     assert np.all(r >= 0)
-    noisy, _ = D.synthetic_pairs(syn(flip_rate=0.3))
+    noisy, _ = S.synthetic_pairs(syn(flip_rate=0.3))
     assert abs(noisy.flipped.mean() - 0.3) < 0.06
     assert np.all(noisy.true_prob[noisy.flipped] <= 0.5) and np.all(noisy.true_prob[~noisy.flipped] >= 0.5)
     assert noisy.prompts == clean.prompts                       # same prompts, different labels
-    eval_prompts = set(D.synthetic_prompts(syn(), 50, "eval"))
+    eval_prompts = set(S.synthetic_prompts(syn(), 50, "eval"))
     assert not eval_prompts & set(clean.prompts)
 
 
 def test_cyclic_truth_is_intransitive_and_invalid_loses():
-    truth = D.make_truth(syn(kind="cyclic"))
+    truth = S.make_truth(syn(kind="cyclic"))
     # classes a,d=0  b,e=1  c,f=2; class 1 beats class 0, 2 beats 1, 0 beats 2
     assert truth.preference(["bb", "cc", "aa"], ["aa", "bb", "cc"]).tolist() == [1.0, 1.0, 1.0]
     assert truth.preference(["ab", "zz", "zz", "aa"], ["zz", "ab", "z", "dd"]).tolist() == [1.0, 0.0, 0.5, 0.5]
@@ -102,33 +103,33 @@ def test_cyclic_truth_is_intransitive_and_invalid_loses():
 
 
 def test_utility_truth_and_temperature():
-    hard = D.make_truth(syn())
+    hard = S.make_truth(syn())
     best, worst = hard.alphabet[int(np.argmax(hard.utility))], hard.alphabet[int(np.argmin(hard.utility))]
     assert hard.reward([best * 3, worst * 2, "xyz", "a"]).tolist()[:2] == [1.0, -1.0]
     assert hard.reward(["xyz", "a"]).tolist() == [-2.0, -2.0]           # invalid: char / too short
-    soft = D.make_truth(syn(temperature=0.5))
+    soft = S.make_truth(syn(temperature=0.5))
     p = soft.preference([best * 2], [worst * 2])[0]
     assert np.isclose(p, 1 / (1 + np.exp(-2.0 / 0.5)))
 
 
 def test_synthetic_lists_labels():
-    lists, truth = D.synthetic_lists(syn(num_prompts=20, list_size=5))
+    lists, truth = S.synthetic_lists(syn(num_prompts=20, list_size=5))
     assert all(len(c) == 5 for c in lists.completions)
     assert np.allclose(lists.labels[3], truth.reward(lists.completions[3]))
-    cyc, _ = D.synthetic_lists(syn(num_prompts=20, kind="cyclic"))
+    cyc, _ = S.synthetic_lists(syn(num_prompts=20, kind="cyclic"))
     assert all(abs(sum(lab)) < 1e-9 for lab in cyc.labels)              # Copeland scores sum to zero
 
 
 def test_synthetic_config_errors():
     with pytest.raises(ValueError, match="behaviour"):
-        D.synthetic_pairs(syn(behaviour=(0.5, 0.5)))
+        S.synthetic_pairs(syn(behaviour=(0.5, 0.5)))
     with pytest.raises(ValueError, match="min_len"):
-        D.make_truth(syn(min_len=5, max_len=3))
+        S.make_truth(syn(min_len=5, max_len=3))
 
 
 def test_task_truth_grades_answers_and_builds_pairs():
     cfg = syn(kind="task", task="addition", task_params={"max_digits": 2}, num_prompts=64)
-    records, truth = D.synthetic_pairs(cfg)
+    records, truth = S.synthetic_pairs(cfg)
     prompts = records.prompts[:1] * 4
     answer = int(truth.metadata[prompts[0]]["answer"])
     texts = [f"<answer>{answer}</answer>", f"<answer>{answer + 1}</answer>", f"{answer}", "no number"]
@@ -137,6 +138,6 @@ def test_task_truth_grades_answers_and_builds_pairs():
     assert truth.valid(texts, prompts).tolist() == [True, True, True, False]
     assert np.all(truth.reward(records.chosen, records.prompts) >= truth.reward(records.rejected, records.prompts))
     assert records.chosen[0].startswith("<answer>")
-    assert set(D.synthetic_prompts(cfg, 20, "eval")) <= set(truth.metadata)        # held-out prompts are graded
+    assert set(S.synthetic_prompts(cfg, 20, "eval")) <= set(truth.metadata)        # held-out prompts are graded
     with pytest.raises(ValueError, match="numeric task"):
-        D.synthetic_pairs(syn(kind="task", task="sorting"))
+        S.synthetic_pairs(syn(kind="task", task="sorting"))

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from policyopt.eval import report, stats
+from policyopt.app import report
+from policyopt.app.experiments import run_seeds
+from policyopt.eval import stats
 
 
 def test_iqm_hand_computed():
@@ -75,10 +77,10 @@ def test_run_seeds_trains_each_seed_once(tmp_path):
     cfg = {"algo": "dqn", "env": {"id": "CartPole-v1", "num_envs": 2},
            "dqn": {"learning_starts": 32, "hidden_sizes": [8], "batch_size": 8},
            "trainer": {"total_steps": 64, "eval_every_steps": 32, "eval_episodes": 2, "tensorboard": False}}
-    dirs = stats.run_seeds(cfg, [0, 1], tmp_path, tag="dqn")
+    dirs = run_seeds(cfg, [0, 1], tmp_path, tag="dqn")
     assert [d.name for d in dirs] == ["dqn_s0", "dqn_s1"]
     steps, values = stats.load_curve(dirs[0])
     assert steps.tolist() == [32, 64] and len(values) == 2
     mtime = (dirs[0] / "metrics.jsonl").stat().st_mtime
-    stats.run_seeds(cfg, [0], tmp_path, tag="dqn")                # reused, not retrained
+    run_seeds(cfg, [0], tmp_path, tag="dqn")                # reused, not retrained
     assert (dirs[0] / "metrics.jsonl").stat().st_mtime == mtime

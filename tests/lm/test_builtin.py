@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from policyopt.app.train_builtin import CHECK_PER_TASK, eval_examples
 from policyopt.lm.builtin import BUILTIN_DIR, MAX_NEW_TOKENS, builtin_accuracy
 from policyopt.lm.evaluate import evaluate_examples
-from policyopt.lm.train_builtin import CHECK_PER_TASK, eval_examples
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "builtin_model.md"
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from policyopt.core.config import ConfigError, build
 from policyopt.lm.reward import (
     EXCEPTION,
     INVALID,
@@ -30,7 +31,6 @@ from policyopt.lm.rewards import (
     default_task_reward,
     extract_answer,
 )
-from policyopt.runtime.config import ConfigError, build
 
 P = ["q1", "q2", "q3", "q4"]
 C = ["a", "b", "c", "d"]

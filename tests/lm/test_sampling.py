@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from policyopt.core.config import ConfigError, build
 from policyopt.lm.logprobs import completion_logprobs
 from policyopt.lm.sampling import (
     FINISH_EOS,
@@ -19,7 +20,6 @@ from policyopt.lm.sampling import (
     token_texts,
 )
 from policyopt.lm.tokenizer import build_char_tokenizer
-from policyopt.runtime.config import ConfigError, build
 
 VOCAB = 102
 PAD = 0

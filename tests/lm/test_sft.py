@@ -6,9 +6,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from policyopt.algos.sft import SFT, SFTBatch, SFTCollector, SFTConfig, SFTDataConfig, completion_nll
+from policyopt.algos.sft import SFT, SFTConfig, completion_nll
+from policyopt.core.config import ConfigError, build
+from policyopt.data.text import SFTBatch, SFTDataConfig
 from policyopt.lm.tokenizer import build_char_tokenizer
-from policyopt.runtime.config import ConfigError, build
+from policyopt.runtime.lm_collectors import SFTCollector
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ def test_flush_is_scoped_to_the_block():
 
 
 def test_dqn_training_leaves_the_process_flag_alone(tmp_path):
-    from policyopt.runtime.run import train
+    from policyopt.app.run import train
 
     cfg = {"algo": "dqn", "env": {"id": "CartPole-v1", "num_envs": 2},
            "dqn": {"learning_starts": 64, "flush_denormal": True},

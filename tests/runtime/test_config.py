@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from policyopt.runtime.config import ConfigError, apply_overrides
-from policyopt.runtime.run import parse_run_config, run_config_dict, train
+from policyopt.app.run import parse_run_config, run_config_dict, train
+from policyopt.core.config import ConfigError, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"algo": "ppo", "env": {"id": "CartPole-v1"}, "ppo": {"learning_rate": 1e-3}}

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from policyopt.app.run import train
 from policyopt.runtime.checkpoint import load_checkpoint
 from policyopt.runtime.metrics_log import MetricsLog
-from policyopt.runtime.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,8 +83,8 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
 
 
 def test_resume_refuses_changed_geometry_unless_forced(tmp_path):
-    from policyopt.runtime.config import ConfigError
-    from policyopt.runtime.run import resume
+    from policyopt.app.run import resume
+    from policyopt.core.config import ConfigError
 
     run_dir, _ = train(config("vector_entry_point"), run_dir=tmp_path / "r", until_step=128)
     with pytest.raises(ConfigError, match="ppo.num_steps: 16 -> 32"):

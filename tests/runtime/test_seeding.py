@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from policyopt.runtime.checkpoint import load_checkpoint, save_checkpoint
-from policyopt.runtime.seeding import (
+from policyopt.core.seeding import (
     capture_global_rng,
     derive_seed,
     generator_state,
@@ -18,6 +17,7 @@ from policyopt.runtime.seeding import (
     seed_everything,
     set_generator_state,
 )
+from policyopt.runtime.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _round_trip(tmp_path, tree):

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import pydantic
 
-from policyopt.runtime.config import configclass
+from policyopt.core.config import configclass
 
 _MB = 1 << 20
 

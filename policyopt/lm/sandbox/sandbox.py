@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from policyopt.core.config import ConfigError, build, configclass
 from policyopt.lm.sandbox.backends import SandboxUnavailable, make_backend, resolve_interpreter
 from policyopt.lm.sandbox.harness import (
     RAN,
@@ -40,7 +41,6 @@ from policyopt.lm.sandbox.harness import (
 from policyopt.lm.sandbox.limits import Limits
 from policyopt.lm.sandbox.process import RawRun, UidSlots, enable_subreaper, execute
 from policyopt.lm.sandbox.verdicts import Verdict
-from policyopt.runtime.config import ConfigError, build, configclass
 
 
 @configclass

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from policyopt.core.config import ConfigError
 from policyopt.lm import code_rewards
 from policyopt.lm.sandbox import (
     CallTest,
@@ -18,7 +19,6 @@ from policyopt.lm.sandbox import (
     Verdict,
 )
 from policyopt.lm.sandbox import backends as backends_module
-from policyopt.runtime.config import ConfigError
 
 from .conftest import FAST, SAFE, UID_BASE, UID_SLOTS
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from policyopt.core.config import ConfigError
 from policyopt.lm.code_rewards import (
     EfficiencyReward,
     SQLReward,
@@ -21,7 +22,6 @@ from policyopt.lm.code_rewards import (
 )
 from policyopt.lm.reward import RewardFn, RewardGuard
 from policyopt.lm.sandbox import CallTest, IOTest, Limits, SandboxPool
-from policyopt.runtime.config import ConfigError
 
 from .conftest import FAST
 

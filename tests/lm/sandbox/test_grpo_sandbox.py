@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from policyopt.runtime.config import build
+from policyopt.core.config import build
 from policyopt.runtime.metrics_log import MetricsLog
 from policyopt.runtime.trainer import Trainer, TrainerConfig
 
@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 
 def test_grpo_with_sandboxed_unit_test_reward_runs_end_to_end(tmp_path):
-    from policyopt.algos.grpo import GRPOConfig, LMPolicyGradient
+    from policyopt.algos.grpo import GRPO, GRPOConfig
     from policyopt.lm.builtin import load_builtin
     from policyopt.lm.code_rewards import build_code_reward, coding_tasks
     from policyopt.lm.policy import LMPolicy
@@ -27,7 +27,7 @@ def test_grpo_with_sandboxed_unit_test_reward_runs_end_to_end(tmp_path):
     config = build(GRPOConfig, {"learning_rate": 1e-4, "kl_coef": 0.0,
                                 "collect": {"prompts_per_step": 2, "completions_per_prompt": 4,
                                             "max_new_tokens": 24}}, "grpo")
-    algo = LMPolicyGradient(config, policy, total_updates=2, seed=0)
+    algo = GRPO(config, policy, total_updates=2, seed=0)
     collector = TextCollector(policy, coding_tasks(16), guard, config.collect, seed=0)
     trainer = Trainer(algo, collector, TrainerConfig(total_steps=16, eval_every_steps=0, progress="none",
                                                      tensorboard=False), tmp_path / "run")

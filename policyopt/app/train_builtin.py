@@ -1,7 +1,7 @@
 """Train the built-in model from scratch and write it to ``policyopt/lm/builtin_model/``.
 
-    python -m policyopt.lm.train_builtin                      # ~10 min on 2 CPU cores
-    python -m policyopt.lm.train_builtin --out /tmp/mymodel   # leave the shipped model alone
+    python -m policyopt.app.train_builtin                      # ~10 min on 2 CPU cores
+    python -m policyopt.app.train_builtin --out /tmp/mymodel   # leave the shipped model alone
 
 What it does (deterministic for a given seed and thread count):
 
@@ -28,10 +28,12 @@ from typing import Any
 
 import torch
 
-from policyopt.algos.sft import SFT, SFTCollector, SFTConfig, SFTDataConfig
+from policyopt.algos.sft import SFT, SFTConfig
+from policyopt.data.text import SFTDataConfig
 from policyopt.lm.builtin import BUILTIN_DIR, EVAL_SEED, MAX_NEW_TOKENS, TASK_PARAMS, build_untrained, load_builtin
 from policyopt.lm.evaluate import TaskEvaluator, evaluate_examples
 from policyopt.lm.tasks import generate, generate_mixture
+from policyopt.runtime.lm_collectors import SFTCollector
 from policyopt.runtime.trainer import Trainer, TrainerConfig
 
 TRAIN_COUNTS = {"addition": 80_000, "multiplication": 30_000, "sorting": 30_000, "equation": 30_000,
@@ -46,7 +48,7 @@ CHECK_PER_TASK = 40
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m policyopt.lm.train_builtin", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m policyopt.app.train_builtin", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=BUILTIN_DIR, help="output directory (default: the shipped model)")
     p.add_argument("--updates", type=int, default=1000, help="SFT updates")
     p.add_argument("--batch-size", type=int, default=128, help="prompt/completion pairs per update")

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import torch
 
-from policyopt.runtime.config import ConfigError, configclass
+from policyopt.core.config import ConfigError, configclass
 
 
 @configclass

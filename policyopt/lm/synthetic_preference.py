@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 import pydantic
 
-from policyopt.runtime.config import configclass
+from policyopt.core.config import configclass
 
 if TYPE_CHECKING:
     from policyopt.data.preference import PreferenceRecords, RankedRecords

@@ -8,44 +8,22 @@ weights of another is a separate, explicit action (``init_from``).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import gymnasium as gym
 import torch
-from pydantic import Field
 
-from policyopt.algos import REGISTRY
+from policyopt.app.build_classic import EnvConfig, make_env, make_seeded_env
+from policyopt.app.registry import REGISTRY
+from policyopt.core.config import ConfigError, apply_overrides, build, dump_yaml, load_yaml, to_dict
+from policyopt.core.seeding import derive_seed, seed_everything
 from policyopt.nets.actor_critic import ActionSpec
 from policyopt.runtime import checkpoint as ckpt
 from policyopt.runtime.collectors import ObsAdapter, RolloutCollector
-from policyopt.runtime.config import ConfigError, apply_overrides, build, configclass, dump_yaml, load_yaml, to_dict
 from policyopt.runtime.evaluate import EpisodeEvaluator
-from policyopt.runtime.seeding import derive_seed, seed_everything
 from policyopt.runtime.trainer import Trainer, TrainerConfig
-
-
-@configclass
-class EnvConfig:
-    id: str = "CartPole-v1"
-    """Any Gymnasium environment id (policyopt's own are registered as ``policyopt/...``)."""
-    num_envs: Annotated[int, Field(gt=0)] = 8
-    """Parallel copies of the environment."""
-    vectorization: Literal["sync", "async", "vector_entry_point"] = "sync"
-    """``gymnasium.make_vec`` mode: ``vector_entry_point`` uses a natively batched env."""
-    autoreset: Literal["next_step", "same_step"] = "next_step"
-    """Gymnasium autoreset mode for sync/async vectorisation (native envs declare their own)."""
-    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Extra keyword arguments for the environment constructor."""
-    normalize_obs: bool = False
-    """Normalise observations with running statistics (saved in checkpoints)."""
-    normalize_reward: bool = False
-    """Scale rewards by the running std of the discounted return."""
-    clip_obs: Annotated[float, Field(gt=0)] = 10.0
-    """Clip normalised observations to [-clip_obs, clip_obs]."""
 
 
 @dataclass(frozen=True)
@@ -79,39 +57,6 @@ def parse_run_config(data: dict[str, Any]) -> RunConfig:
 def run_config_dict(cfg: RunConfig) -> dict[str, Any]:
     return {"algo": cfg.algo, "seed": cfg.seed, "env": to_dict(cfg.env), "trainer": to_dict(cfg.trainer),
             cfg.algo: to_dict(cfg.algo_config)}
-
-
-def make_env(env: EnvConfig | str, num_envs: int | None = None, **fields: Any) -> gym.vector.VectorEnv:
-    """``gymnasium.make_vec`` with clear errors for unknown ids and unsupported modes.
-
-    ``make_env("CartPole-v1", 8, vectorization="vector_entry_point")`` or ``make_env(EnvConfig(...))``.
-    """
-    import policyopt.envs  # noqa: F401  (registers policyopt/... environments)
-
-    if isinstance(env, str):
-        env = build(EnvConfig, {"id": env, **fields}, "env")
-    num_envs = env.num_envs if num_envs is None else num_envs
-
-    vector_kwargs = None
-    if env.vectorization != "vector_entry_point":
-        modes = gym.vector.AutoresetMode
-        vector_kwargs = {"autoreset_mode": modes.SAME_STEP if env.autoreset == "same_step" else modes.NEXT_STEP}
-    try:
-        return gym.make_vec(env.id, num_envs=num_envs, vectorization_mode=env.vectorization,
-                            vector_kwargs=vector_kwargs, **env.kwargs)
-    except gym.error.Error as err:
-        raise ConfigError(f"env.id: cannot make {env.id!r} with vectorization={env.vectorization!r}: {err}") from None
-    except TypeError as err:
-        raise ConfigError(f"env.kwargs: {env.id!r} rejected the keyword arguments {env.kwargs}: {err}") from None
-
-
-def make_seeded_env(cfg: RunConfig) -> gym.vector.VectorEnv:
-    """The training env of a run, every space's RNG seeded from the run seed (spaces are part of the
-    checkpointed env state, so unseeded ones would make two same-seed runs differ)."""
-    env = make_env(cfg.env, cfg.env.num_envs)
-    for name in ("action_space", "observation_space", "single_action_space", "single_observation_space"):
-        getattr(env, name).seed(derive_seed(cfg.seed, name))
-    return env
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:

@@ -1,6 +1,6 @@
 """A short Markdown report per experiment: several algorithms (or configs) x several seeds.
 
-    python -m policyopt.eval.report dqn_vs_sac_cartpole \\
+    python -m policyopt.app.report dqn_vs_sac_cartpole \\
         --algo dqn=configs/dqn_cartpole.yaml --algo ppo=configs/ppo_cartpole.yaml \\
         --seeds 0 1 2 3 4 --threshold 475 --override trainer.total_steps=20000
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from policyopt.app.experiments import run_seeds
 from policyopt.eval import stats
 
 
@@ -133,7 +134,7 @@ def write_report(name: str, runs: dict[str, list[Path]], out_dir: str | Path, th
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m policyopt.eval.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m policyopt.app.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
     p.add_argument("--algo", action="append", required=True, help="label=CONFIG.yaml (repeat)")
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, config = item.partition("=")
         if not sep:
             p.error(f"--algo {item!r}: expected label=CONFIG.yaml")
-        runs[label] = stats.run_seeds(config, args.seeds, out / "runs", args.override, tag=label)
-    path = write_report(args.name, runs, out, args.threshold, command=" ".join(["python -m policyopt.eval.report",
+        runs[label] = run_seeds(config, args.seeds, out / "runs", args.override, tag=label)
+    path = write_report(args.name, runs, out, args.threshold, command=" ".join(["python -m policyopt.app.report",
                                                                                 *(argv or sys.argv[1:])]))
     print(f"report: {path}")
     return 0
