@@ -33,6 +33,7 @@ from policyopt.core.config import configclass
 from policyopt.core.memory import peak_rss_mb
 from policyopt.data.text import TextRollout
 from policyopt.lm.logprobs import body_and_head, position_ids
+from policyopt.losses.kl import kl_estimate
 from policyopt.losses.policy_lm import kl_token_rewards, lm_policy_loss, token_gae
 from policyopt.losses.value import value_loss
 
@@ -131,7 +132,7 @@ class LMPPO:
         metrics.update({"stats/kl_coef": prep["beta"], "time/learn_s": time.perf_counter() - t0,
                         "mem/peak_rss_mb": peak_rss_mb()})
         if prep["ref"] is not None:
-            kl = (prep["old"] - prep["ref"])[prep["mask"]]
+            kl = kl_estimate(prep["old"], prep["ref"], "k3")[prep["mask"]]   # docs/metrics.md: stats/kl_ref
             metrics["stats/kl_ref"] = float(kl.mean()) if kl.numel() else 0.0
         return metrics
 

@@ -25,7 +25,9 @@ import math
 import torch
 from torch import Tensor
 
+from policyopt.losses.advantages import gae
 from policyopt.losses.kl import kl_estimate
+from policyopt.losses.surrogate import clip_statistics, clipped_objective
 
 AGGREGATIONS = ("sequence_mean", "token_mean", "fixed_length")
 RATIO_LEVELS = ("token", "sequence", "sequence_token")
@@ -118,42 +120,38 @@ def lm_policy_loss(
         advantages: ``[B]`` or ``[B, T]`` (``"sequence"`` levels need ``[B]``).
         mask: ``[B, T]`` bool; masked tokens contribute neither loss nor gradient.
     Returns:
-        ``(loss, metrics)``; metrics (detached 0-d): ``clip_fraction`` (share of tokens whose clipped
-        branch is active, i.e. whose gradient is zeroed), ``ratio_mean``,
-        ``approx_kl_old`` (k3 to ``old_logp``), and ``kl_ref`` when ``ref_logp`` is given.
+        ``(loss, metrics)``; metrics (detached 0-d token means): ``clip_fraction`` (share of ratios
+        outside the clip range, as classic PPO's), ``ratio_mean``, ``approx_kl_old`` (k3 estimate of
+        KL(pi_old || pi), :func:`~policyopt.losses.surrogate.clip_statistics`), and ``kl_ref`` when
+        ``ref_logp`` is given. The clipping itself is :func:`~policyopt.losses.surrogate.clipped_objective`.
     """
     _check_bt("old_logp", old_logp, logp)
     _check_bt("mask", mask, logp)
-    high = clip_low if clip_high is None else clip_high
-    if clip_low < 0 or high < 0 or clip_low >= 1:
-        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {high}")
-    if dual_clip is not None and dual_clip <= 1.0:
-        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
     adv = _token_advantages(advantages, logp, ratio_level)
     ratio = _ratios(logp, old_logp, mask, ratio_level)
-    unclipped = ratio * adv
-    clipped = ratio.clamp(1.0 - clip_low, 1.0 + high) * adv
-    obj = torch.minimum(unclipped, clipped)
-    if dual_clip is not None:
-        obj = torch.where(adv < 0, torch.maximum(obj, dual_clip * adv), obj)
-    loss = aggregate_tokens(-obj, mask, aggregation, max_length)
+    per_token, outside = clipped_objective(ratio, adv, clip_low, clip_high, dual_clip)
+    loss = aggregate_tokens(per_token, mask, aggregation, max_length)
     metrics = {}
     if ref_logp is not None or kl_coef:
         kl_term, metrics["kl_ref"] = _kl_term(logp, ref_logp, mask, kl_estimator, aggregation, max_length)
         loss = loss + kl_coef * kl_term if kl_coef else loss
-    metrics.update(_clip_metrics(ratio, adv, logp, old_logp, mask, clip_low, high))
+    clip, kl_old = clip_statistics(outside, logp, old_logp)
+    metrics.update({name: aggregate_tokens(x, mask, "token_mean") for name, x in
+                    (("clip_fraction", clip), ("ratio_mean", ratio.detach()), ("approx_kl_old", kl_old))})
     return loss, metrics
 
 
 def _kl_term(
     logp: Tensor, ref_logp: Tensor | None, mask: Tensor, kind: str, aggregation: str, max_length: int | None
 ) -> tuple[Tensor, Tensor]:
-    """``(aggregated KL estimate with grad, detached token-mean KL for logging)``."""
+    """``(aggregated KL estimate with grad, detached token-mean k3 KL for logging)``."""
     if ref_logp is None:
         raise ValueError("kl_coef > 0 needs ref_logp (the reference policy's per-token log-probs)")
     _check_bt("ref_logp", ref_logp, logp)
     kl = kl_estimate(logp, ref_logp, kind)
-    logged = aggregate_tokens(kl.detach(), mask, "token_mean")
+    # stats/kl_ref is always the k3 token mean (docs/metrics.md), whatever estimator the loss uses
+    logged = aggregate_tokens(kl.detach() if kind == "k3" else kl_estimate(logp.detach(), ref_logp, "k3"), mask,
+                              "token_mean")
     return aggregate_tokens(kl, mask, aggregation, max_length), logged
 
 
@@ -167,19 +165,6 @@ def _token_advantages(advantages: Tensor, logp: Tensor, ratio_level: str) -> Ten
         raise ValueError(f"ratio_level {ratio_level!r} needs one advantage per sequence [B], got [B, T]")
     _check_bt("advantages", advantages, logp)
     return advantages.to(logp.dtype)
-
-
-@torch.no_grad()
-def _clip_metrics(
-    ratio: Tensor, adv: Tensor, logp: Tensor, old_logp: Tensor, mask: Tensor, low: float, high: float
-) -> dict[str, Tensor]:
-    active = ((ratio > 1.0 + high) & (adv > 0)) | ((ratio < 1.0 - low) & (adv < 0))
-    log_r = old_logp - logp
-    return {
-        "clip_fraction": aggregate_tokens(active.to(logp.dtype), mask, "token_mean"),
-        "ratio_mean": aggregate_tokens(ratio, mask, "token_mean"),
-        "approx_kl_old": aggregate_tokens(log_r.exp() - 1.0 - log_r, mask, "token_mean"),
-    }
 
 
 # ------------------------------------------------------------------------------------------ KL
@@ -246,25 +231,6 @@ def dynamic_kl_coef(
 # ------------------------------------------------------------------------------------- critic
 
 
-def _reverse_discounted_cumsum(x: Tensor, decay: float, chunk: int = 256) -> Tensor:
-    """``y_t = sum_{k >= t} decay^(k - t) x_k`` along the last dim, as one matmul per ``chunk`` tokens."""
-    B, T = x.shape
-    out = torch.empty_like(x)
-    carry = x.new_zeros(B)
-    idx = torch.arange(min(chunk, T), device=x.device, dtype=x.dtype)
-    expo = idx[None, :] - idx[:, None]                       # [t, k] = k - t
-    decay_t = torch.tensor(decay, dtype=x.dtype, device=x.device)
-    full = torch.where(expo >= 0, decay_t ** expo.clamp_min(0), torch.zeros_like(expo))
-    for end in range(T, 0, -chunk):
-        start = max(0, end - chunk)
-        n = end - start
-        mat = full[:n, :n]
-        tail = decay_t ** (n - idx[:n])                       # decay^(n - t): reach the next chunk
-        out[:, start:end] = x[:, start:end] @ mat.T + carry[:, None] * tail[None, :]
-        carry = out[:, start]
-    return out
-
-
 def token_gae(
     token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[Tensor, Tensor]:
@@ -275,8 +241,8 @@ def token_gae(
 
     over the tokens where ``mask`` is True, taken in order as one episode that terminates after the
     last of them (its next value is 0). Holes in the mask (e.g. tool output inside a multi-turn
-    completion) are skipped, not treated as episode ends. Vectorised: the masked tokens are compacted
-    with one stable sort and the recursion runs as chunked matrix products.
+    completion) are skipped, not treated as episode ends. The masked tokens are compacted with one
+    stable sort and handed to the same :func:`policyopt.losses.advantages.gae` classic PPO uses.
 
     ``token_rewards, values, mask: [B, T]`` -> ``(advantages, returns)``, both ``[B, T]``, 0 on masked
     tokens; ``returns = advantages + values`` are the critic's targets. No gradient flows.
@@ -290,8 +256,10 @@ def token_gae(
         rc = torch.gather(token_rewards.to(values.dtype), 1, order) * mc
         vc = torch.gather(values, 1, order) * mc
         next_v = torch.cat([vc[:, 1:], vc.new_zeros(vc.shape[0], 1)], dim=1)
-        delta = (rc + gamma * next_v - vc) * mc
-        adv_c = _reverse_discounted_cumsum(delta, gamma * lam) * mc
+        # the one GAE (policyopt.losses.advantages.gae), time-major; compacted padding has r = V = 0,
+        # so the episode ends after the last trained token without an explicit episode_end
+        none = torch.zeros_like(rc.T, dtype=torch.bool)
+        adv_c = gae(rc.T, vc.T, next_v.T, none, none, gamma, lam)[0].T * mc
         adv = torch.zeros_like(adv_c).scatter_(1, order, adv_c)
         returns = (adv + values) * m.to(values.dtype)
     return adv, returns
