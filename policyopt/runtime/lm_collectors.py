@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policyopt.core.epochs import EpochIterator
 from policyopt.data.preference import OnlineGroups
 from policyopt.data.text import SFTBatch, SFTDataConfig
 
@@ -26,23 +27,10 @@ class PreferenceCollector:
         if len(table) == 0:
             raise ValueError("PreferenceCollector: empty data table")
         self.table, self.reference, self.batch_size, self.seed = table, reference, batch_size, seed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.table))
+        self.order = EpochIterator(len(table), seed, owner="PreferenceCollector")
 
     def next_index(self) -> np.ndarray:
-        want, parts = self.batch_size, []
-        while want > 0:
-            take = self._order[self.position:self.position + want]
-            parts.append(take)
-            want -= take.size
-            self.position += take.size
-            if self.position >= len(self.table):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return np.concatenate(parts)
+        return self.order.take(self.batch_size)
 
     def collect(self) -> Any:
         from policyopt.data.preference import PairTable, list_batch, pair_batch
@@ -52,14 +40,10 @@ class PreferenceCollector:
         return make(self.table, index, self.reference)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position, "num_examples": len(self.table)}
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["num_examples"]) != len(self.table) or int(state["seed"]) != self.seed:
-            raise ValueError(f"PreferenceCollector state is for {state['num_examples']} rows / seed {state['seed']}; "
-                             f"this collector has {len(self.table)} / seed {self.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.order.load_state_dict(state)
 
 
 class TruthJudge:
@@ -101,22 +85,10 @@ class OnlinePairCollector:
         self.per_step, self.group, self.seed = prompts_per_step, group, seed
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.prompts))
+        self.order = EpochIterator(len(self.prompts), seed, owner="OnlinePairCollector")
 
     def _next_prompts(self) -> list[str]:
-        out: list[str] = []
-        while len(out) < self.per_step:
-            take = self._order[self.position:self.position + self.per_step - len(out)]
-            out.extend(self.prompts[int(i)] for i in take)
-            self.position += take.size
-            if self.position >= len(self.prompts):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return out
+        return [self.prompts[int(i)] for i in self.order.take(self.per_step)]
 
     def collect(self) -> OnlineGroups:
         from policyopt.lm.sampling import SamplingConfig, sample
@@ -137,12 +109,10 @@ class OnlinePairCollector:
                             len(texts))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
-                "generator": self.generator.get_state().clone()}
+        return {**self.order.state_dict(), "generator": self.generator.get_state().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.order.load_state_dict(state)
         self.generator.set_state(state["generator"])
 
 
@@ -187,8 +157,7 @@ class SFTCollector:
             raise ValueError("add_eos=True but the tokenizer has no eos token")
         self.pad_id = int(tokenizer.pad_token_id)
         self.ids, self.completion_mask, self.lengths = self._tokenise(prompts, completions, tokenizer)
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
+        self.order = EpochIterator(self.num_examples, self.config.seed, self._permutation, owner="SFTCollector")
 
     def _tokenise(self, prompts: list[str], completions: list[str], tokenizer: Any):
         p_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
@@ -233,16 +202,7 @@ class SFTCollector:
         return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
     def collect(self) -> SFTBatch:
-        want, parts = self.config.batch_size, []
-        while want > 0:
-            take = self._order[self.position:self.position + want]
-            parts.append(take)
-            want -= take.size
-            self.position += take.size
-            if self.position >= self.num_examples:
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        index = np.concatenate(parts)
+        index = self.order.take(self.config.batch_size)
         width = int(self.lengths[index].max())
         attention = np.arange(width)[None, :] < self.lengths[index][:, None]
         return SFTBatch(input_ids=torch.from_numpy(self.ids[index, :width]),
@@ -251,15 +211,10 @@ class SFTCollector:
                         num_steps=int(index.size))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.config.seed, "epoch": self.epoch, "position": self.position,
-                "num_examples": self.num_examples}
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["num_examples"]) != self.num_examples or int(state["seed"]) != self.config.seed:
-            raise ValueError(f"SFTCollector state is for {state['num_examples']} pairs, seed {state['seed']};"
-                             f" this collector has {self.num_examples} / seed {self.config.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.order.load_state_dict(state)
 
 
 def _split_pairs(pairs: Sequence[Any]) -> tuple[list[str], list[str]]:

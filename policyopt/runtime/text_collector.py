@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policyopt.core.epochs import EpochIterator
 from policyopt.core.memory import peak_rss_mb
 from policyopt.core.seeding import generator_state, set_generator_state
 from policyopt.data.text import FINISH_LENGTH, CollectConfig, TextRollout
@@ -106,8 +107,7 @@ class TextCollector:
         if env_factory is not None and greedy_baseline:
             raise ValueError("greedy_baseline (ReMax) is not supported for multi-turn environments")
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
+        self.order = EpochIterator(len(self.examples), self.seed, owner="TextCollector")
         from policyopt.lm.sampling import SamplingConfig  # imports transformers: only when LM runs are built
 
         c = self.config
@@ -115,19 +115,8 @@ class TextCollector:
                                        top_p=c.top_p, samples_per_prompt=c.completions_per_prompt)
 
     # ---------------------------------------------------------------------------- prompt order
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-
     def _next_prompts(self, n: int) -> list[Any]:
-        out: list[Any] = []
-        while len(out) < n:
-            take = self._order[self.position:self.position + n - len(out)]
-            out.extend(self.examples[int(i)] for i in take)
-            self.position += take.size
-            if self.position >= len(self.examples):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return out
+        return [self.examples[int(i)] for i in self.order.take(n)]
 
     # ---------------------------------------------------------------------------------- collect
     def collect(self) -> TextRollout:
@@ -290,17 +279,12 @@ class TextCollector:
     # ------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         g = self.guard
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
-                "num_examples": len(self.examples), "generator": generator_state(self.generator),
+        return {**self.order.state_dict(), "generator": generator_state(self.generator),
                 "guard": {"total_examples": g.total_examples, "total_none": g.total_none,
                           "total_errors": g.total_errors, "total_unscorable": g.total_unscorable}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["num_examples"]) != len(self.examples) or int(state["seed"]) != self.seed:
-            raise ValueError(f"TextCollector state is for {state['num_examples']} prompts / seed {state['seed']}; "
-                             f"this collector has {len(self.examples)} / seed {self.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.order.load_state_dict(state)
         set_generator_state(self.generator, state["generator"])
         for key, value in state.get("guard", {}).items():
             setattr(self.guard, key, int(value))
