@@ -33,6 +33,7 @@ from policyopt.core.config import configclass
 from policyopt.core.memory import peak_rss_mb
 from policyopt.data.text import TextRollout
 from policyopt.lm.logprobs import body_and_head, position_ids
+from policyopt.losses.advantages import normalize
 from policyopt.losses.kl import kl_estimate
 from policyopt.losses.policy_lm import kl_token_rewards, lm_policy_loss, token_gae
 from policyopt.losses.value import value_loss
@@ -109,8 +110,7 @@ class LMPPO:
             old_values = self.values(batch)
         adv, returns = token_gae(token_rewards, old_values, mask, c.gamma, c.lam)
         if c.whiten_advantages and bool(mask.any()):
-            sel = adv[mask]
-            adv = torch.where(mask, (adv - sel.mean()) / sel.std().clamp_min(1e-6), torch.zeros_like(adv))
+            adv = normalize(adv, mask)   # the one advantage normaliser (classic PPO's), over the trained tokens
         return {"mask": mask, "old": old, "ref": ref, "adv": adv, "returns": returns, "old_values": old_values,
                 "beta": beta}
 
