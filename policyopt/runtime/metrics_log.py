@@ -56,6 +56,20 @@ class MetricsLog:
         return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
 
 
+def headline(record: dict[str, Any]) -> str:
+    """What the progress display shows of a record: the episode return for classic RL, the batch's mean
+    reward (and the last held-out accuracy) for LM runs; empty when the record has neither."""
+    parts = []
+    ret = record.get("eval/return_mean", record.get("reward/episode_return_mean"))
+    if ret is not None:
+        parts.append(f"return {ret:.4g}")
+    if record.get("reward/mean") is not None:
+        parts.append(f"reward {record['reward/mean']:.4g}")
+    if record.get("eval/accuracy/all") is not None:
+        parts.append(f"eval acc {record['eval/accuracy/all']:.3f}")
+    return " | ".join(parts)
+
+
 class Progress:
     """A tqdm bar on a terminal; otherwise one plain line every ``interval_s`` seconds."""
 
@@ -71,18 +85,17 @@ class Progress:
         self._t0, self._s0 = time.perf_counter(), start
 
     def update(self, step: int, record: dict[str, Any]) -> None:
-        ret = record.get("eval/return_mean", record.get("reward/episode_return_mean"))
+        head = headline(record)
         if self._bar is not None:
             self._bar.n = step
-            self._bar.set_postfix_str("" if ret is None else f"return {ret:.4g}", refresh=False)
+            self._bar.set_postfix_str(head, refresh=False)
             self._bar.refresh()
         elif self.mode == "lines" and (time.perf_counter() - self._last_print >= self.interval_s or step >= self.total):
             self._last_print = time.perf_counter()
             rate = (step - self._s0) / max(self._last_print - self._t0, 1e-9)
             eta = (self.total - step) / rate if rate > 0 else float("inf")
-            ret_s = "" if ret is None else f" | return {ret:.4g}"
             print(f"step {step:,}/{self.total:,} ({100 * step / self.total:.0f}%) | {rate:,.0f} steps/s "
-                  f"| ETA {eta:,.0f}s{ret_s}", flush=True)
+                  f"| ETA {eta:,.0f}s" + (f" | {head}" if head else ""), flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
