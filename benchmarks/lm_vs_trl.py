@@ -68,18 +68,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def source_config(args: argparse.Namespace) -> dict:
+def data_config(args: argparse.Namespace) -> dict:
+    """The run config's ``data:`` section (the same prompts for every side)."""
     params = {args.task: args.task_params} if args.task_params else {}
-    return {"model": args.model, "tasks": {args.task: args.train_prompts}, "task_params": params,
-            "eval_prompts": args.eval_prompts, "eval_samples": 4, "format_weight": 0.1}
+    return {"tasks": {args.task: args.train_prompts}, "task_params": params, "eval_prompts": args.eval_prompts,
+            "eval_samples": 4}
 
 
 def held_out(args: argparse.Namespace, model, tokenizer) -> dict:
     """Held-out greedy accuracy and sampled reward (same function and prompts for every side)."""
     from policyopt.lm.rewards import default_task_reward
-    from policyopt.lm.source import TextEvaluator, TextSourceConfig, task_pools
+    from policyopt.lm.source import PromptDataConfig, TextEvaluator, prompt_pools
 
-    _, examples = task_pools(TextSourceConfig(**source_config(args)))
+    _, examples = prompt_pools(PromptDataConfig(**data_config(args)))
 
     class _Policy:  # the evaluator needs .model/.tokenizer only
         pass
@@ -107,14 +108,14 @@ def run_policyopt(args: argparse.Namespace, algo: str) -> dict:
     from policyopt.app.run import build_trainer, parse_run_config
     from policyopt.runtime.metrics_log import MetricsLog
 
-    section = {"source": source_config(args),
-               "collect": {"prompts_per_step": args.prompts_per_step, "completions_per_prompt": args.group,
+    section = {"collect": {"prompts_per_step": args.prompts_per_step, "completions_per_prompt": args.group,
                            "max_new_tokens": args.max_new_tokens, "temperature": 1.0},
                "learning_rate": args.lr, "betas": [0.9, 0.999], "max_grad_norm": 1.0, "track_kl": False}
     if algo == "grpo":
         section.update({"aggregation": "sequence_mean", "scale_by_std": True, "clip_low": 0.2, "epochs": 1})
     per_step = args.prompts_per_step * args.group
-    data = {"algo": algo, "seed": args.seed, algo: section,
+    data = {"algo": algo, "seed": args.seed, algo: section, "model": {"path": args.model}, "data": data_config(args),
+            "reward": {"kind": "task", "format_weight": 0.1},
             "trainer": {"total_steps": args.steps * per_step, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": args.threads}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,10 +148,10 @@ def run_trl(args: argparse.Namespace) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from policyopt.lm.rewards import default_task_reward
-    from policyopt.lm.source import TextSourceConfig, load_model, task_pools
+    from policyopt.lm.source import PromptDataConfig, load_model, prompt_pools
 
     model, tok = load_model(args.model)
-    train, _ = task_pools(TextSourceConfig(**source_config(args)))
+    train, _ = prompt_pools(PromptDataConfig(**data_config(args)))
     # TRL tokenises prompts with add_special_tokens=False: put the BOS our model expects into the text
     rows = [{"prompt": tok.bos_token + ex.prompt, "meta": json.dumps(dict(ex.metadata))} for ex in train]
     reward = default_task_reward(0.1)

@@ -49,6 +49,9 @@ class A2C:
     advantages from GAE, RMSprop by default. ``A2C(A2CConfig(...), obs_dim, action_spec, total_updates,
     seed)``; ``update(rollout) -> metrics``; ``policy`` acts."""
 
+    weight_keys = ("learner.net",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("num_steps",)
 
     def __init__(self, config: A2CConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int):

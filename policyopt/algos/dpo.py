@@ -37,6 +37,7 @@ import torch
 
 from policyopt.core.config import configclass
 from policyopt.losses import preference as L
+from policyopt.nets.optim import optimizer_step
 
 PAIR_LOSSES = ("dpo", "cdpo", "robust", "ipo", "slic")
 LIST_LOSSES = ("rrhf", "lipo")
@@ -91,10 +92,8 @@ class DPOConfig:
     """AdamW (beta1, beta2)."""
     weight_decay: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """AdamW decoupled weight decay."""
-    max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
-    """Clip the global gradient norm (0 disables)."""
-    model: str = "builtin"
-    """``builtin``, ``tiny`` (a small untrained Llama with the character tokenizer) or a local model directory."""
+    max_grad_norm: Annotated[float, pydantic.Field(gt=0)] | None = 1.0
+    """Clip the global gradient norm (None: no clipping)."""
     sft_warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
     """Synthetic data: first SFT the model this many updates on behaviour-policy completions, so that
     the starting policy writes valid answers (deterministic; repeated identically on resume)."""
@@ -310,6 +309,9 @@ class DPO:
     optimised). Owns the AdamW optimizer and the update counter.
     """
 
+    weight_keys = ("model",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("data",)
 
     def __init__(self, config: DPOConfig, model: torch.nn.Module):
@@ -369,11 +371,7 @@ class DPO:
         self.model.train()
         loss, stats = self.losses(batch)
         loss = loss.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
-        self.optimizer.step()
+        norm = optimizer_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
         self.num_updates += 1
         return {f"loss/{self.config.loss}": float(loss.detach()), "stats/grad_norm": float(norm), **stats}
 

@@ -100,6 +100,9 @@ class GreedyPolicy:
 class DQN:
     """Q-learning with a replay buffer and a target network, for Discrete action spaces."""
 
+    weight_keys = ("q", "q_target")
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("batch_size", "train_freq", "gradient_steps")
 
     def __init__(self, config: DQNConfig, obs_dim: int, action_space: spaces.Space, total_steps: int, seed: int):

@@ -45,18 +45,16 @@ from policyopt.core.config import configclass
 from policyopt.core.memory import peak_rss_mb
 from policyopt.data.text import FINISH_LENGTH, CollectConfig, TextRollout
 from policyopt.lm.logprobs import completion_logprobs
-from policyopt.lm.source import TextSourceConfig
 from policyopt.losses import group as G
 from policyopt.losses import shaping
 from policyopt.losses.policy_lm import dynamic_kl_coef, kl_penalized_rewards, lm_policy_loss, selective_loss_mask
+from policyopt.nets.optim import optimizer_step
 
 
 @configclass
 class GRPOConfig:
     """The policy-gradient core; defaults are GRPO (Shao et al., 2024) with one on-policy step."""
 
-    source: TextSourceConfig = dataclasses.field(default_factory=TextSourceConfig)
-    """Model, tasks and reward (``policyopt.lm.source``)."""
     collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
     """Prompts per step, group size, sampling, dynamic sampling (``policyopt.runtime.text_collector``)."""
     advantage: Literal["group", "rloo", "remax", "running_mean"] = "group"
@@ -121,8 +119,8 @@ class GRPOConfig:
     """AdamW betas."""
     weight_decay: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """AdamW weight decay."""
-    max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
-    """Global gradient-norm clip (0: off)."""
+    max_grad_norm: Annotated[float, pydantic.Field(gt=0)] | None = 1.0
+    """Global gradient-norm clip (None: off)."""
     token_chunk: Annotated[int, pydantic.Field(ge=1)] = 1024
     """Completion tokens per output-head chunk in the log-prob pass (bounds the logits memory)."""
     share_prompt_forward: bool = True
@@ -135,6 +133,9 @@ class GRPO:
     ``policy``: an :class:`~policyopt.lm.policy.LMPolicy`; ``total_updates`` sizes the GRPO-D schedule;
     ``seed`` seeds the minibatch shuffles. Owns the optimizer, the running baseline, the shuffle RNG.
     """
+
+    weight_keys = ("policy",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
 
     batch_geometry = ("collect",)
 
@@ -318,7 +319,7 @@ class GRPO:
         loss, m = lm_policy_loss(out.logprobs, prep["old"][rows], prep["adv"][rows], mask, clip_low=c.clip_low,
                                  clip_high=c.clip_high, ratio_level=c.ratio_level, aggregation=c.aggregation,
                                  max_length=c.collect.max_new_tokens * max(1, c.collect.max_turns
-                                                                           if c.source.env != "none" else 1),
+                                                                           if c.collect.tool_env != "none" else 1),
                                  dual_clip=c.dual_clip, ref_logp=ref, kl_coef=prep["beta"],
                                  kl_estimator=c.kl_estimator)
         grad_norm = self.apply(loss)
@@ -330,13 +331,8 @@ class GRPO:
 
     def apply(self, loss: torch.Tensor) -> float:
         """Backward, clip, AdamW step; returns the pre-clip gradient norm."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, limit)
-        self.optimizer.step()
-        return float(norm)
+        return float(optimizer_step(self.optimizer, params, loss, self.config.max_grad_norm))
 
     # ------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

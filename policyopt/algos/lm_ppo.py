@@ -37,6 +37,7 @@ from policyopt.losses.advantages import normalize
 from policyopt.losses.kl import kl_estimate
 from policyopt.losses.policy_lm import kl_token_rewards, lm_policy_loss, token_gae
 from policyopt.losses.value import value_loss
+from policyopt.nets.optim import optimizer_step
 
 
 @configclass
@@ -67,6 +68,9 @@ class LMPPOConfig(GRPOConfig):
 
 class LMPPO:
     """``update(TextRollout) -> metrics``: PPO with a separate critic (see the module docstring)."""
+
+    weight_keys = ("core.policy", "critic", "value_head")
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
 
     batch_geometry = ("collect",)
 
@@ -148,9 +152,7 @@ class LMPPO:
         self.critic_optimizer.zero_grad(set_to_none=True)
         grad_norm = self.core.apply(pg + c.vf_coef * vloss)  # backward reaches the critic too
         critic_params = [p for g in self.critic_optimizer.param_groups for p in g["params"]]
-        limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
-        torch.nn.utils.clip_grad_norm_(critic_params, limit)
-        self.critic_optimizer.step()
+        optimizer_step(self.critic_optimizer, critic_params, None, c.max_grad_norm)  # grads from the backward above
         entropy = (out.entropy * mask).sum() / mask.sum().clamp_min(1)
         return {"loss/policy": float(pg.detach()), "loss/value": float(vloss.detach()),
                 "stats/clip_frac": float(m["clip_fraction"]), "stats/approx_kl": float(m["approx_kl_old"]),

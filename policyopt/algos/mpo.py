@@ -27,8 +27,6 @@ from policyopt.core.config import configclass
 
 @configclass
 class MPOConfig:
-    model: str = "builtin"
-    """``builtin``, ``tiny`` or a local model directory."""
     sft_warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
     """First SFT the model this many updates on behaviour completions (see ``policyopt.algos.dpo``)."""
     synthetic: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -38,6 +38,7 @@ import torch
 from policyopt.core.config import configclass
 from policyopt.data.preference import OnlineGroups
 from policyopt.losses import preference as L
+from policyopt.nets.optim import optimizer_step
 
 
 @configclass
@@ -62,12 +63,10 @@ class OnlinePrefConfig:
     """Generation budget (0: the synthetic truth's longest completion)."""
     learning_rate: Annotated[float, pydantic.Field(gt=0)] = 1e-3
     """AdamW learning rate (EGPO: the plain extragradient step size)."""
-    max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
-    """Clip the global gradient norm (0 disables)."""
+    max_grad_norm: Annotated[float, pydantic.Field(gt=0)] | None = 1.0
+    """Clip the global gradient norm (None: no clipping)."""
     judge: Literal["truth", "truth_reward"] = "truth"
     """CLI judge: the synthetic preference oracle, or its reward through Bradley-Terry (a RewardFn)."""
-    model: str = "builtin"
-    """``builtin``, ``tiny`` or a local model directory."""
     sft_warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
     """First SFT the model this many updates on behaviour completions (see ``policyopt.algos.dpo``)."""
     synthetic: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -129,6 +128,9 @@ class OnlinePreference:
     copy of the previous iterate. Owns the optimizer (AdamW; EGPO uses plain extragradient steps).
     """
 
+    weight_keys = ("model",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("prompts_per_step", "completions_per_prompt")
 
     def __init__(self, config: OnlinePrefConfig, model: torch.nn.Module, reference: torch.nn.Module):
@@ -186,7 +188,7 @@ class OnlinePreference:
         loss, _ = self.loss(batch)
         grads = torch.autograd.grad(loss, self.params)
         limit = self.config.max_grad_norm
-        if limit > 0:
+        if limit is not None:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))
             grads = [x * min(1.0, limit / (float(norm) + 1e-6)) for x in grads]
         return list(grads)
@@ -212,11 +214,7 @@ class OnlinePreference:
             self._extragradient(batch)
             norm = 0.0
         else:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
-            norm = float(torch.nn.utils.clip_grad_norm_(self.params, limit))
-            self.optimizer.step()
+            norm = float(optimizer_step(self.optimizer, self.params, loss, c.max_grad_norm))
         self.num_updates += 1
         if self.previous is not None and self.num_updates % c.iteration_updates == 0:
             self.previous.load_state_dict(self.model.state_dict())

@@ -19,6 +19,7 @@ from policyopt.data.rollout import Rollout
 from policyopt.losses import discounted_returns, gae
 from policyopt.nets.actor_critic import ActionSpec, ActorCritic
 from policyopt.nets.flat import FlatAdam
+from policyopt.nets.optim import optimizer_step
 
 
 @configclass
@@ -121,15 +122,7 @@ class Learner:
 
     def step(self, loss: Tensor) -> Tensor:
         """Backward, clip the global gradient norm, optimiser step; returns the pre-clip norm (0-d)."""
-        if isinstance(self.opt, FlatAdam):
-            return self.opt.backward_step(loss)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.zeros(())
-        if self.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
-        self.opt.step()
-        return norm
+        return optimizer_step(self.opt, self.params, loss, self.max_grad_norm)
 
     def minibatches(self, n: int, size: int) -> list[Tensor | None]:
         """Shuffled index minibatches; ``[None]`` (= the whole batch, no copy) when one minibatch

@@ -35,6 +35,7 @@ from policyopt.core.config import configclass
 from policyopt.data.rollout import Rollout
 from policyopt.losses import value_loss
 from policyopt.nets.actor_critic import MLP, ActionSpec
+from policyopt.nets.optim import optimizer_step
 
 
 @configclass
@@ -112,11 +113,7 @@ class PostDecisionCritic:
         obs, ret, old = self.flat if idx is None else (t[idx] for t in self.flat)
         cfg = self.config
         loss = value_loss(self.value(obs), ret, old, cfg.clip_coef_value if cfg.clip_vloss else None)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
-        self.opt.step()
+        optimizer_step(self.opt, self.params, loss, cfg.max_grad_norm)
         self.losses.append(loss.detach())
 
     def metrics(self) -> dict[str, float]:

@@ -71,6 +71,9 @@ class PPOConfig:
 class PPO:
     """Proximal policy optimisation for vector-observation environments."""
 
+    weight_keys = ("learner.net",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("num_steps", "minibatch_size")
 
     def __init__(self, config: PPOConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int,

@@ -44,6 +44,9 @@ class Reinforce:
     """REINFORCE (Williams, 1992) with a learned value baseline: Monte-Carlo returns, one gradient step
     per batch. ``Reinforce(ReinforceConfig(...), obs_dim, action_spec, total_updates, seed)``."""
 
+    weight_keys = ("learner.net",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("num_steps",)
 
     def __init__(self, config: ReinforceConfig, obs_dim: int, spec: ActionSpec, total_updates: int, seed: int):

@@ -38,6 +38,7 @@ import torch
 
 from policyopt.core.config import configclass
 from policyopt.losses import preference as L
+from policyopt.nets.optim import optimizer_step
 
 
 @configclass
@@ -64,8 +65,8 @@ class RewardModelConfig:
     """AdamW learning rate (backbone and head)."""
     weight_decay: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """AdamW weight decay."""
-    max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
-    """Gradient-norm clip over all members (0 disables)."""
+    max_grad_norm: Annotated[float, pydantic.Field(gt=0)] | None = 1.0
+    """Gradient-norm clip over all members (None: no clipping)."""
     seed: Annotated[int, pydantic.Field(ge=0)] = 0
     """Seed of head initialisation and bootstrap weights."""
 
@@ -152,6 +153,9 @@ class RewardModelTrainer:
     sizes the per-pair tables (bootstrap weights, strength treatment) indexed by ``batch.index``.
     """
 
+    weight_keys = ("members",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     def __init__(self, config: RewardModelConfig, members: Sequence[RewardModel], num_pairs: int):
         if len(members) != config.ensemble_size:
             raise ValueError(f"RewardModelTrainer: {len(members)} members for ensemble_size={config.ensemble_size}")
@@ -215,11 +219,7 @@ class RewardModelTrainer:
     def update(self, batch: Any) -> dict[str, float]:
         self.members.train()
         loss, stats = self.losses(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
-        self.optimizer.step()
+        norm = optimizer_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
         self.num_updates += 1
         return {f"loss/{self.config.objective}": float(loss.detach()), "stats/grad_norm": float(norm), **stats}
 

@@ -39,6 +39,7 @@ from policyopt.losses.rnd import (
     predictor_loss,
     whiten_clip,
 )
+from policyopt.nets.optim import optimizer_step
 from policyopt.nets.rnd import RNDNetworks
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -130,11 +131,7 @@ class RNDBonus:
         keep = None if p >= 1.0 else torch.from_numpy(self.rng.random(x.shape[0]) < p)
         fwd = predictor_loss(pred, target, keep)
         vl = value_loss(self.nets.intrinsic_value(obs), ret)
-        self.opt.zero_grad(set_to_none=True)
-        (fwd + vl).backward()
-        if self.config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm, foreach=True)
-        self.opt.step()
+        optimizer_step(self.opt, self.params, fwd + vl, self.config.max_grad_norm)
         self.losses.append(torch.stack([fwd.detach(), vl.detach()]))
 
     def metrics(self) -> dict[str, float]:

@@ -99,6 +99,9 @@ class SACPolicy:
 class SAC:
     """SAC for Box (squashed Gaussian) and Discrete (categorical, exact expectations) actions."""
 
+    weight_keys = ("actor", "critic", "critic_target")
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     batch_geometry = ("batch_size", "train_freq", "gradient_steps")
 
     def __init__(self, config: SACConfig, obs_dim: int, action_space: spaces.Space, total_steps: int, seed: int):

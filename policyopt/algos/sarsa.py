@@ -27,6 +27,7 @@ from policyopt.algos.onpolicy import load_optimizer_tree, optimizer_tree
 from policyopt.core.config import configclass
 from policyopt.losses.td import epsilon_greedy_probs, expected_sarsa_target, masked_argmax, sarsa_target
 from policyopt.nets import distributions as D
+from policyopt.nets.optim import optimizer_step
 from policyopt.nets.qnets import QNetwork
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -74,6 +75,9 @@ class TabularQ(nn.Module):
 
 class SARSA:
     """SARSA / expected SARSA with epsilon-greedy exploration, for Discrete action spaces."""
+
+    weight_keys = ("q",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
 
     batch_geometry = ("train_freq",)
 
@@ -132,11 +136,7 @@ class SARSA:
         else:
             td = y - self.q.forward(batch.obs).gather(1, a[:, None]).squeeze(1)
             loss = 0.5 * (td * td).mean()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(list(self.q.parameters()), self.config.max_grad_norm, foreach=True)
-            self.opt.step()
+            optimizer_step(self.opt, self.q.parameters(), loss, self.config.max_grad_norm)
         self.updates += 1
         return {"loss/td": float(0.5 * (td.detach() ** 2).mean()), "opt/epsilon": self.epsilon(batch.step)}
 

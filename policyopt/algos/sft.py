@@ -25,6 +25,7 @@ import torch
 
 from policyopt.core.config import configclass
 from policyopt.data.text import SFTBatch
+from policyopt.nets.optim import optimizer_step
 
 IGNORE = -100
 
@@ -39,8 +40,8 @@ class SFTConfig:
     """AdamW (beta1, beta2)."""
     eps: Annotated[float, pydantic.Field(gt=0)] = 1e-8
     """AdamW epsilon."""
-    max_grad_norm: Annotated[float, pydantic.Field(ge=0)] = 1.0
-    """Clip the global gradient norm to this value (0 disables clipping)."""
+    max_grad_norm: Annotated[float, pydantic.Field(gt=0)] | None = 1.0
+    """Clip the global gradient norm to this value (None: no clipping)."""
     warmup_updates: Annotated[int, pydantic.Field(ge=0)] = 0
     """Linear learning-rate warm-up over this many updates."""
     total_updates: Annotated[int, pydantic.Field(ge=0)] = 0
@@ -86,6 +87,9 @@ class SFT:
     optimizer state and the update counter (a state tree of tensors and JSON scalars).
     """
 
+    weight_keys = ("model",)
+    """Paths in ``state_dict()`` of the learned weights (what ``--init-from`` copies from another run)."""
+
     def __init__(self, model: torch.nn.Module, config: SFTConfig | None = None):
         self.model = model
         self.config = config or SFTConfig()
@@ -113,12 +117,8 @@ class SFT:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss, n_tokens = completion_nll(self.model, batch, self.config.loss_reduction)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.optimizer.step()
+        grad_norm = optimizer_step(self.optimizer, params, loss, self.config.max_grad_norm)
         self.num_updates += 1
         return {"loss/sft": float(loss.detach()), "stats/grad_norm": float(grad_norm),
                 "stats/completion_tokens": float(n_tokens), "stats/learning_rate": lr}

@@ -52,13 +52,24 @@ def load_data(cfg: PreferenceDataConfig, listwise: bool, tokenizer: Any):
         raise ConfigError(f"data: {err}") from None
 
 
-def starting_model(name: str, synthetic: dict[str, Any] | None = None, sft_updates: int = 0,
-                   seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` for ``builtin``/``tiny``/a directory, optionally SFT'd ``sft_updates`` updates
-    on the synthetic behaviour policy's completions (so the starting policy writes valid answers)."""
+def starting_model(model_cfg: Any, synthetic: dict[str, Any] | None = None, sft_updates: int = 0,
+                   seed: int = 0, algo: str = "dpo") -> tuple[torch.nn.Module, Any]:
+    """``(model, tokenizer)`` of a ``model:`` section (``builtin``/``tiny``/a directory, weights from
+    ``model.init_from`` if set), optionally SFT'd ``sft_updates`` updates on the synthetic behaviour
+    policy's completions (so the starting policy writes valid answers)."""
+    from policyopt.app.build_lm import load_lm_weights
     from policyopt.lm.source import load_model
 
-    model, tok = tiny_model(seed) if name == "tiny" else load_model(name)
+    if model_cfg.lora_rank:
+        raise ConfigError(f"model.lora_rank: {algo} trains all weights (LoRA is available for the online RL "
+                          "algorithms: grpo, rloo, remax, lm_reinforce, lm_ppo, loop)")
+    if model_cfg.path == "tiny":
+        model, tok = tiny_model(seed)
+        model = model.to(getattr(torch, model_cfg.dtype))
+    else:
+        model, tok = load_model(model_cfg.path, model_cfg.dtype)
+    if model_cfg.init_from:
+        load_lm_weights(model, model_cfg.init_from)
     if sft_updates:
         from policyopt.algos.sft import SFT, SFTConfig
         from policyopt.core.config import build as build_config
@@ -82,7 +93,8 @@ def build_dpo(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     from policyopt.core.seeding import derive_seed
 
     cfg = run_config.algo_config
-    model, tokenizer = starting_model(cfg.model, cfg.data.synthetic, cfg.sft_warmup_updates)
+    model, tokenizer = starting_model(run_config.model, cfg.data.synthetic, cfg.sft_warmup_updates,
+                                      algo=run_config.algo)
     listwise = cfg.loss in LIST_LOSSES
     table, truth, syn = load_data(cfg.data, listwise, tokenizer)
     mean = cfg.length_normalize and cfg.loss != "rrhf"
@@ -107,7 +119,7 @@ def build_online_pref(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     from policyopt.lm.synthetic_preference import SyntheticConfig, make_truth, synthetic_prompts
 
     cfg = run_config.algo_config
-    model, tok = starting_model(cfg.model, cfg.synthetic, cfg.sft_warmup_updates)
+    model, tok = starting_model(run_config.model, cfg.synthetic, cfg.sft_warmup_updates, algo=run_config.algo)
     reference = copy.deepcopy(model)
     syn = build_config(SyntheticConfig, cfg.synthetic, f"{run_config.algo}.synthetic")
     truth = make_truth(syn)
@@ -120,11 +132,11 @@ def build_online_pref(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     return OnlinePreference(cfg, model, reference), collector, evaluator
 
 
-def _trained_reward_fn(cfg: MPOConfig, table: Any, tokenizer: Any, seed: int) -> Any:
+def _trained_reward_fn(cfg: MPOConfig, backbone: str, table: Any, tokenizer: Any, seed: int) -> Any:
     from policyopt.algos.reward_model import RewardModelConfig, RewardModelTrainer, as_reward_fn, build_ensemble
     from policyopt.runtime.lm_collectors import PreferenceCollector
 
-    members, _ = build_ensemble(cfg.model, 1, "causal", seed=seed)
+    members, _ = build_ensemble(backbone, 1, "causal", seed=seed)
     trainer = RewardModelTrainer(RewardModelConfig(learning_rate=cfg.rm_learning_rate, seed=seed), members, len(table))
     collector = PreferenceCollector(table, None, cfg.batch_size, seed=seed)
     for _ in range(cfg.rm_updates):
@@ -147,11 +159,12 @@ def build_mpo(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     from policyopt.runtime.text_collector import TextCollector
 
     cfg, seed = run_config.algo_config, run_config.seed
-    model, tok = starting_model(cfg.model, cfg.synthetic, cfg.sft_warmup_updates)
+    model, tok = starting_model(run_config.model, cfg.synthetic, cfg.sft_warmup_updates, algo="mpo")
     syn = build_config(SyntheticConfig, cfg.synthetic, "mpo.synthetic")
     records, truth = synthetic_pairs(syn)
     table = PairTable.from_records(records, tok)
-    reward_fn = truth.as_reward_fn() if cfg.reward == "truth" else _trained_reward_fn(cfg, table, tok, seed)
+    reward_fn = (truth.as_reward_fn() if cfg.reward == "truth"
+                 else _trained_reward_fn(cfg, run_config.model.path, table, tok, seed))
     margins = np.asarray(reward_fn(records.prompts, records.chosen)) - np.asarray(
         reward_fn(records.prompts, records.rejected))
     easy, hard = split_by_margin(margins, cfg.easy_fraction)

@@ -15,7 +15,7 @@ def demo(run_dir: str | Path | None = None, config: str | Path | None = None,
     Runs ``configs/grpo_demo.yaml`` (about 2-3 minutes on 2 CPU cores); prints the held-out greedy
     accuracy and sampled reward before and after training and writes ``reward_curve.png`` into the
     run directory. Returns ``{"before": ..., "after": ...}`` (greedy held-out accuracy).
-    ``overrides`` are ``dotted.key=value`` strings (e.g. ``grpo.source.model=/path/to/model``).
+    ``overrides`` are ``dotted.key=value`` strings (e.g. ``model.path=/path/to/model``).
     """
     from policyopt.app.run import build_trainer, default_run_dir, parse_run_config, run_config_dict
     from policyopt.core.config import apply_overrides, dump_yaml, load_yaml

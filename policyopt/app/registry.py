@@ -52,6 +52,18 @@ class AlgoSpec:
         """Whether a run of this algorithm has an ``env:`` section (classic RL) or not (LM runs)."""
         return self.data in ("rollout", "rollout+post_decision", "replay", "online")
 
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """Top-level run-config sections besides ``algo``, ``seed``, ``trainer`` and the algorithm's own:
+        ``env`` for environment-based algorithms, ``model``/``data``/``reward`` for online LM RL, ``model``
+        for the preference algorithms."""
+        if self.uses_env:
+            return ("env",)
+        if self.data == "text":
+            return ("model", "data", "reward")
+        # the preference algorithms train a policy model; the reward model names its own backbone
+        return ("model",) if self.name != "reward_model" else ()
+
 
 REGISTRY: dict[str, AlgoSpec] = {
     "ppo": AlgoSpec(

@@ -8,6 +8,7 @@ weights of another is a separate, explicit action (``init_from``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from policyopt.app.build_classic import EnvConfig, make_env, make_seeded_env
 from policyopt.app.registry import REGISTRY
+from policyopt.app.weights import init_weights
 from policyopt.core.config import ConfigError, apply_overrides, build, dump_yaml, load_yaml, to_dict
 from policyopt.core.seeding import derive_seed, seed_everything
 from policyopt.nets.actor_critic import ActionSpec
@@ -28,14 +30,32 @@ from policyopt.runtime.trainer import Trainer, TrainerConfig
 
 @dataclass(frozen=True)
 class RunConfig:
+    """A validated run config. Environment-based algorithms have ``env``; LM algorithms have ``model``
+    (and the online RL ones ``data`` and ``reward``) instead: see ``AlgoSpec.sections``."""
+
     algo: str
     seed: int
-    env: EnvConfig
+    env: EnvConfig | None
     trainer: TrainerConfig
     algo_config: Any
+    model: Any = None
+    data: Any = None
+    reward: Any = None
 
 
-TOP_KEYS = ("algo", "seed", "env", "trainer")
+BASE_KEYS = ("algo", "seed", "trainer")
+SECTION_HELP = {
+    "env": "it trains a language model: its prompts come from `data:`, its model from `model:`",
+    "model": "it trains on an environment (`env:`), not a language model",
+}
+
+
+def _lm_section(key: str, value: Any) -> Any:
+    from policyopt.lm.source import ModelConfig, PromptDataConfig, parse_reward_config
+
+    if key == "reward":
+        return parse_reward_config(value)
+    return build(ModelConfig if key == "model" else PromptDataConfig, value, key)
 
 
 def parse_run_config(data: dict[str, Any]) -> RunConfig:
@@ -43,20 +63,38 @@ def parse_run_config(data: dict[str, Any]) -> RunConfig:
     name = data.get("algo")
     if name not in REGISTRY:
         raise ConfigError(f"algo: unknown algorithm {name!r}; choose one of {sorted(REGISTRY)}")
-    extra = set(data) - set(TOP_KEYS) - {name}
+    spec = REGISTRY[name]
+    allowed = (*BASE_KEYS, *spec.sections)
+    extra = sorted(set(data) - set(allowed) - {name})
     if extra:
-        raise ConfigError(f"{sorted(extra)[0]}: unknown key (top-level keys are {list(TOP_KEYS)} and {name!r})")
+        key = extra[0]
+        if key in ("env", "model", "data", "reward"):
+            why = SECTION_HELP["env" if key == "env" else "model"]
+            raise ConfigError(f"{key}: {name} takes no {key}: section ({why}); its top-level keys are "
+                              f"{list(allowed)} and {name!r}")
+        raise ConfigError(f"{key}: unknown key (top-level keys are {list(allowed)} and {name!r})")
+    section = data.get(name)
+    if isinstance(section, dict) and "source" in section and "data" in spec.sections:
+        raise ConfigError(f"{name}.source: this section moved to the top level: `model:` (path, dtype, LoRA), "
+                          "`data:` (tasks, eval_prompts, eval_samples; or a JSONL file / dataset) and `reward:`")
+    if isinstance(section, dict) and isinstance(section.get("model"), str) and "model" in spec.sections:
+        raise ConfigError(f"{name}.model: this key moved to the top-level `model:` section "
+                          f"(model: {{path: {section['model']}}})")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer (got {seed!r})")
-    return RunConfig(name, seed, build(EnvConfig, data.get("env"), "env"),
-                     build(TrainerConfig, data.get("trainer"), "trainer"),
-                     build(REGISTRY[name].config_cls, data.get(name), name))
+    env = build(EnvConfig, data.get("env"), "env") if "env" in spec.sections else None
+    lm = {key: _lm_section(key, data.get(key)) for key in ("model", "data", "reward") if key in spec.sections}
+    return RunConfig(name, seed, env, build(TrainerConfig, data.get("trainer"), "trainer"),
+                     build(spec.config_cls, section, name), **lm)
 
 
 def run_config_dict(cfg: RunConfig) -> dict[str, Any]:
-    return {"algo": cfg.algo, "seed": cfg.seed, "env": to_dict(cfg.env), "trainer": to_dict(cfg.trainer),
-            cfg.algo: to_dict(cfg.algo_config)}
+    out: dict[str, Any] = {"algo": cfg.algo, "seed": cfg.seed}
+    for key in ("env", "model", "data", "reward"):
+        if getattr(cfg, key) is not None:
+            out[key] = to_dict(getattr(cfg, key))
+    return {**out, "trainer": to_dict(cfg.trainer), cfg.algo: to_dict(cfg.algo_config)}
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path) -> Trainer:
@@ -98,24 +136,20 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
 
 def train(config: str | Path | dict, overrides: list[str] = (), run_dir: str | Path | None = None,
           until_step: int | None = None, init_from: str | Path | None = None) -> tuple[Path, dict]:
-    """Start a new run. ``init_from`` (a run dir or checkpoint) copies only the policy weights."""
+    """Start a new run. ``init_from`` (a run dir or checkpoint) copies only the learned weights
+    (:func:`policyopt.app.weights.init_weights`; every algorithm with weights)."""
     data = load_yaml(config) if not isinstance(config, dict) else config
     cfg = parse_run_config(apply_overrides(data, list(overrides)))
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if (run_dir / "checkpoints").exists():
         raise ConfigError(f"run dir {run_dir} already holds checkpoints: use `policyopt resume {run_dir}`")
+    if init_from is not None and cfg.model is not None:  # LM runs: the start (and reference) is that run's policy
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(init_from)))
+        init_from = None
     trainer = build_trainer(cfg, run_dir)
+    if init_from is not None:  # before config.yaml: a refused source leaves no half-made run behind
+        init_weights(trainer.algorithm, init_from)
     dump_yaml(run_config_dict(cfg), run_dir / "config.yaml")
-    if init_from is not None:
-        tree, _ = ckpt.load_checkpoint(init_from)
-        weights = tree.get("algorithm", {}).get("learner", {}).get("net")
-        if REGISTRY[cfg.algo].data != "rollout" or weights is None:
-            raise ConfigError(f"--init-from: starting from another run's weights is supported for the on-policy "
-                              f"actor-critic algorithms (ppo, a2c, reinforce), not yet for {cfg.algo!r}")
-        try:
-            trainer.algorithm.policy.load_state_dict(weights)
-        except RuntimeError as err:
-            raise ConfigError(f"--init-from: the weights in {init_from} do not fit this network: {err}") from None
     return run_dir, trainer.run(until_step)
 
 

@@ -49,6 +49,8 @@ def _format_pydantic(err: pydantic.ValidationError, prefix: str) -> str:
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             lines.append(f"{key}: unknown key")
+        elif key.endswith("max_grad_norm") and item.get("input") == 0:
+            lines.append(f"{key}: must be > 0, or null for no clipping (got 0)")
         else:
             lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
     return "; ".join(lines)

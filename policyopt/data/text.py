@@ -35,6 +35,8 @@ class CollectConfig:
     """DAPO dynamic sampling: drop groups whose rewards all tie and refill the batch with new prompts."""
     max_refill_rounds: Annotated[int, pydantic.Field(ge=0)] = 4
     """Extra sampling rounds allowed per batch when dynamic sampling drops groups."""
+    tool_env: Literal["none", "calculator"] = "none"
+    """``calculator``: multi-turn episodes in the calculator tool environment (``policyopt.lm.textenv``)."""
     max_turns: Annotated[int, pydantic.Field(ge=1)] = 3
     """Policy turns per episode for multi-turn text environments."""
     group_mode: Literal["parallel", "serial"] = "parallel"

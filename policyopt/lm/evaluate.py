@@ -75,16 +75,21 @@ def generate_completions(model: Any, tokenizer: Any, prompts: Sequence[str], max
 
 def evaluate_examples(model: Any, tokenizer: Any, examples: Sequence[TaskExample], reward_fn: Any = None,
                       greedy: bool = True, num_samples: int = 1, temperature: float = 1.0,
-                      max_new_tokens: int = 32, seed: int = 0, batch_size: int = 256) -> EvalResult:
-    """Accuracy (and optionally guarded reward) of ``model`` on ``examples``; see the module doc."""
+                      max_new_tokens: int = 32, seed: int = 0, batch_size: int = 256,
+                      check: bool = True) -> EvalResult:
+    """Accuracy (and optionally guarded reward) of ``model`` on ``examples``; see the module doc.
+    ``check=False``: no accuracy (examples without a checkable answer, e.g. code graded by tests)."""
     if not examples:
         raise ValueError("evaluate_examples needs at least one example")
     completions = generate_completions(model, tokenizer, [ex.prompt for ex in examples], max_new_tokens,
                                        greedy, temperature, 1.0, num_samples, seed, batch_size)
     rep = [ex for ex in examples for _ in range(num_samples)]
-    correct = np.array([check_answer(extract_answer(c), ex.metadata) for c, ex in zip(completions, rep)])
     tasks = [str(ex.metadata.get("task", "prompt")) for ex in rep]
-    accuracy, counts = _per_task(correct, tasks)
+    if check:
+        correct = np.array([check_answer(extract_answer(c), ex.metadata) for c, ex in zip(completions, rep)])
+        accuracy, counts = _per_task(correct, tasks)
+    else:
+        correct, accuracy, counts = np.zeros(0, dtype=bool), {}, {}
     mean_reward = unscorable = None
     if reward_fn is not None:
         from policyopt.lm.reward import RewardGuard

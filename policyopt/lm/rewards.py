@@ -170,6 +170,14 @@ class CompositeReward:
     def weight(self, name: str) -> float:
         return float(self.weights.get(name, 1.0))
 
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The components' own last-batch metrics (e.g. a code reward's verdict fractions), merged."""
+        out: dict[str, float] = {}
+        for fn in self.components.values():
+            out.update(getattr(fn, "last_metrics", None) or {})
+        return out
+
     def __call__(self, prompts: Sequence[str], completions: Sequence[str],
                  metadata: Sequence[Mapping[str, Any]]) -> list[float | None]:
         totals: list[float | None] = [0.0] * len(completions)

@@ -58,7 +58,7 @@ class MetricsLog:
 
 def headline(record: dict[str, Any]) -> str:
     """What the progress display shows of a record: the episode return for classic RL, the batch's mean
-    reward (and the last held-out accuracy) for LM runs; empty when the record has neither."""
+    reward (and the held-out accuracy, or greedy reward without one) for LM runs; empty when the record has neither."""
     parts = []
     ret = record.get("eval/return_mean", record.get("reward/episode_return_mean"))
     if ret is not None:
@@ -67,6 +67,8 @@ def headline(record: dict[str, Any]) -> str:
         parts.append(f"reward {record['reward/mean']:.4g}")
     if record.get("eval/accuracy/all") is not None:
         parts.append(f"eval acc {record['eval/accuracy/all']:.3f}")
+    elif record.get("eval/reward") is not None:
+        parts.append(f"eval reward {record['eval/reward']:.4g}")
     return " | ".join(parts)
 
 

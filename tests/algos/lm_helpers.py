@@ -52,18 +52,21 @@ def tiny_sft_model(out: Path, updates: int = SFT_UPDATES, seed: int = 0) -> Path
 
 
 def run_config(algo: str, model_dir: Path, section: dict[str, Any] | None = None,
-               steps: int = 15, prompts: int = 8, group: int = 8, seed: int = 0) -> dict[str, Any]:
+               steps: int = 15, prompts: int = 8, group: int = 8, seed: int = 0,
+               model: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """A small run config (``steps`` updates of ``prompts`` x ``group`` completions) on the tiny model."""
     section = dict(section or {})
-    source = {"model": str(model_dir), "tasks": TASKS, "task_params": TASK_PARAMS, "eval_prompts": 60,
-              "eval_samples": 4, **section.pop("source", {})}
     collect = {"prompts_per_step": prompts, "completions_per_prompt": group, "max_new_tokens": 12,
                **section.pop("collect", {})}
     per_step = prompts * group
     return {"algo": algo, "seed": seed,
+            "model": {"path": str(model_dir), **(model or {})},
+            "data": {"tasks": TASKS, "task_params": TASK_PARAMS, "eval_prompts": 60, "eval_samples": 4,
+                     **(data or {})},
+            "reward": {"kind": "task"},
             "trainer": {"total_steps": steps * per_step, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
-            algo: {"source": source, "collect": collect, "learning_rate": 2e-3, **section}}
+            algo: {"collect": collect, "learning_rate": 2e-3, **section}}
 
 
 def cached_tiny_model() -> Path:

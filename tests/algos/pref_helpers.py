@@ -57,8 +57,8 @@ def pref_run_config(algo: str, model_dir: Path, section: dict[str, Any] | None =
     """A small run config for an offline preference algorithm on the tiny model."""
     section = dict(section or {})
     data = {"batch_size": batch, "synthetic": {**SYNTHETIC, **(synthetic or {})}, **section.pop("data", {})}
-    return {"algo": algo, "seed": seed,
+    return {"algo": algo, "seed": seed, "model": {"path": str(model_dir)},
             "trainer": {"total_steps": steps * batch, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
-            algo: {"model": str(model_dir), "data": data, "eval": {"prompts": 48, "samples_per_prompt": 4},
+            algo: {"data": data, "eval": {"prompts": 48, "samples_per_prompt": 4},
                    **section}}

@@ -20,7 +20,7 @@ from policyopt.core.config import build
 from policyopt.data.text import CollectConfig, TextRollout
 from policyopt.lm.policy import LMPolicy
 from policyopt.lm.reward import RewardGuard
-from policyopt.lm.source import load_model, task_pools
+from policyopt.lm.source import load_model, prompt_pools
 from policyopt.losses import shaping
 from policyopt.runtime.text_collector import TextCollector
 from tests.algos.lm_helpers import TASK_PARAMS, TASKS, cached_tiny_model
@@ -35,9 +35,9 @@ def policy():
 
 @pytest.fixture(scope="module")
 def examples():
-    from policyopt.lm.source import TextSourceConfig
+    from policyopt.lm.source import PromptDataConfig
 
-    return task_pools(TextSourceConfig(tasks=TASKS, task_params=TASK_PARAMS, eval_prompts=10))[0]
+    return prompt_pools(PromptDataConfig(tasks=TASKS, task_params=TASK_PARAMS, eval_prompts=10))[0]
 
 
 def _code(text: str) -> int:
@@ -202,7 +202,7 @@ def test_shipped_configs_validate(name):
     from policyopt.core.config import load_yaml
 
     cfg = parse_run_config(load_yaml(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
-    assert cfg.algo_config.source.model == "builtin"
+    assert cfg.model.path == "builtin" and cfg.env is None and cfg.reward.kind == "task"
     assert cfg.trainer.total_steps % (cfg.algo_config.collect.prompts_per_step
                                       * cfg.algo_config.collect.completions_per_prompt) == 0
 
@@ -264,8 +264,8 @@ def test_lora_grpo_trains_adapters_only_with_disabled_adapter_reference(tmp_path
     from policyopt.app.run import build_trainer, parse_run_config
     from tests.algos.lm_helpers import run_config
 
-    data = run_config("grpo", cached_tiny_model(), {"learning_rate": 1e-3, "kl_coef": 0.05,
-                                                     "source": {"lora_rank": 4}}, steps=3, prompts=4, group=4)
+    data = run_config("grpo", cached_tiny_model(), {"learning_rate": 1e-3, "kl_coef": 0.05}, steps=3, prompts=4,
+                      group=4, model={"lora_rank": 4})
     trainer = build_trainer(parse_run_config(data), tmp_path)
     algo = trainer.algorithm
     assert algo.policy.has_lora and algo.policy.reference_model is None  # one copy of the base weights

@@ -23,10 +23,10 @@ def model_dir(tmp_path_factory):
 
 
 def mpo_config(model_dir, dpo_updates=10, rl_updates=10, seed=0, **section):
-    return {"algo": "mpo", "seed": seed,
+    return {"algo": "mpo", "seed": seed, "model": {"path": str(model_dir)},
             "trainer": {"total_steps": dpo_updates * 32 + rl_updates * 32, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
-            "mpo": {"model": str(model_dir), "synthetic": {**SYNTHETIC, "flip_rate": 0.2}, "eval": {"prompts": 48},
+            "mpo": {"synthetic": {**SYNTHETIC, "flip_rate": 0.2}, "eval": {"prompts": 48},
                     "dpo_updates": dpo_updates, "rl": RL, **section}}
 
 

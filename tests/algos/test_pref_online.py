@@ -28,10 +28,10 @@ def skewed_model(tmp_path_factory):
 
 
 def online_config(algo, model_dir, section=None, steps=15, prompts=16, group=2, synthetic=None, seed=0):
-    return {"algo": algo, "seed": seed,
+    return {"algo": algo, "seed": seed, "model": {"path": str(model_dir)},
             "trainer": {"total_steps": steps * prompts * group, "eval_every_steps": 0, "progress": "none",
                         "tensorboard": False, "torch_threads": 1},
-            algo: {"model": str(model_dir), "synthetic": {**SYNTHETIC, **(synthetic or {})},
+            algo: {"synthetic": {**SYNTHETIC, **(synthetic or {})},
                    "prompts_per_step": prompts, "completions_per_prompt": group, "eval": {"prompts": 48},
                    **(section or {})}}
 
