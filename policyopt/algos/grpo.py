@@ -43,7 +43,7 @@ import torch
 from policyopt.algos.lm_forward import grouped_completion_logprobs
 from policyopt.core.config import configclass
 from policyopt.core.memory import peak_rss_mb
-from policyopt.data.text import FINISH_LENGTH, CollectConfig, TextRollout
+from policyopt.data.text import FINISH_LENGTH, CollectConfig, PreparedBlock, TextRollout
 from policyopt.lm.logprobs import completion_logprobs
 from policyopt.losses import group as G
 from policyopt.losses import shaping
@@ -263,7 +263,7 @@ class GRPO:
         with torch.inference_mode(), self.policy.reference() as ref:
             return self.logprobs(batch, model=ref).logprobs
 
-    def prepare(self, batch: TextRollout) -> dict[str, Any]:
+    def prepare(self, batch: TextRollout) -> PreparedBlock:
         """Everything the gradient steps need: mask, old/ref log-probs, advantages, KL weight."""
         c = self.config
         mask = self.loss_mask(batch)
@@ -277,7 +277,7 @@ class GRPO:
         adv = self.advantages(rewards, batch)
         if c.difficulty_scaling:
             adv = adv * self.difficulty_weights(batch)
-        return {"mask": mask, "old": old, "ref": ref, "adv": adv, "beta": beta if c.kl_in == "loss" else 0.0}
+        return PreparedBlock(mask, old, ref, adv, beta if c.kl_in == "loss" else 0.0)
 
     def update(self, batch: TextRollout) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -295,9 +295,9 @@ class GRPO:
         self.num_updates += 1
         metrics = dict(batch.metrics)
         metrics.update({k: v / max(1, steps) for k, v in sums.items()})
-        adv = prep["adv"][batch.scorable]
+        adv = prep.adv[batch.scorable]
         metrics.update({"stats/adv_abs_mean": float(adv.abs().mean()) if adv.numel() else 0.0,
-                        "stats/kl_coef": prep["beta"] if c.kl_in == "loss" else self.kl_coef(),
+                        "stats/kl_coef": prep.beta if c.kl_in == "loss" else self.kl_coef(),
                         "time/learn_s": time.perf_counter() - t0, "mem/peak_rss_mb": peak_rss_mb()})
         if not self.has_reference:
             metrics.pop("stats/kl_ref", None)
@@ -310,17 +310,17 @@ class GRPO:
         order = torch.randperm(n, generator=self.generator)
         return [chunk for chunk in order.chunk(k) if chunk.numel()]
 
-    def step(self, batch: TextRollout, prep: dict[str, Any], rows: torch.Tensor) -> dict[str, float]:
+    def step(self, batch: TextRollout, prep: PreparedBlock, rows: torch.Tensor) -> dict[str, float]:
         """One gradient step on the completions ``rows``."""
         c = self.config
         out = self.logprobs(batch, rows, with_entropy=True)
-        mask = prep["mask"][rows]
-        ref = prep["ref"][rows] if prep["ref"] is not None else None
-        loss, m = lm_policy_loss(out.logprobs, prep["old"][rows], prep["adv"][rows], mask, clip_low=c.clip_low,
+        p = prep.rows(rows)
+        mask = p.mask
+        loss, m = lm_policy_loss(out.logprobs, p.old, p.adv, mask, clip_low=c.clip_low,
                                  clip_high=c.clip_high, ratio_level=c.ratio_level, aggregation=c.aggregation,
                                  max_length=c.collect.max_new_tokens * max(1, c.collect.max_turns
                                                                            if c.collect.tool_env != "none" else 1),
-                                 dual_clip=c.dual_clip, ref_logp=ref, kl_coef=prep["beta"],
+                                 dual_clip=c.dual_clip, ref_logp=p.ref, kl_coef=p.beta,
                                  kl_estimator=c.kl_estimator)
         grad_norm = self.apply(loss)
         entropy = (out.entropy * mask).sum() / mask.sum().clamp_min(1)

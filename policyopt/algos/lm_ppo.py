@@ -31,7 +31,7 @@ from policyopt.algos.grpo import GRPO, GRPOConfig
 from policyopt.algos.lm_forward import grouped_hidden_states
 from policyopt.core.config import configclass
 from policyopt.core.memory import peak_rss_mb
-from policyopt.data.text import TextRollout
+from policyopt.data.text import PreparedBlock, TextRollout
 from policyopt.lm.logprobs import body_and_head, position_ids
 from policyopt.losses.advantages import normalize
 from policyopt.losses.kl import kl_estimate
@@ -102,7 +102,7 @@ class LMPPO:
         p, n = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
         return self.value_head(hidden[:, p - 1: p + n - 1]).squeeze(-1)
 
-    def prepare(self, batch: TextRollout) -> dict[str, Any]:
+    def prepare(self, batch: TextRollout) -> PreparedBlock:
         c, core = self.config, self.core
         mask = core.loss_mask(batch)
         old = core.old_logprobs(batch)
@@ -115,8 +115,7 @@ class LMPPO:
         adv, returns = token_gae(token_rewards, old_values, mask, c.gamma, c.lam)
         if c.whiten_advantages and bool(mask.any()):
             adv = normalize(adv, mask)   # the one advantage normaliser (classic PPO's), over the trained tokens
-        return {"mask": mask, "old": old, "ref": ref, "adv": adv, "returns": returns, "old_values": old_values,
-                "beta": beta}
+        return PreparedBlock(mask, old, ref, adv, beta, returns=returns, old_values=old_values)
 
     def update(self, batch: TextRollout) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -133,22 +132,23 @@ class LMPPO:
         self.core.num_updates += 1
         metrics = dict(batch.metrics)
         metrics.update({k: v / max(1, steps) for k, v in sums.items()})
-        metrics.update({"stats/kl_coef": prep["beta"], "time/learn_s": time.perf_counter() - t0,
+        metrics.update({"stats/kl_coef": prep.beta, "time/learn_s": time.perf_counter() - t0,
                         "mem/peak_rss_mb": peak_rss_mb()})
-        if prep["ref"] is not None:
-            kl = kl_estimate(prep["old"], prep["ref"], "k3")[prep["mask"]]   # docs/metrics.md: stats/kl_ref
+        if prep.ref is not None:
+            kl = kl_estimate(prep.old, prep.ref, "k3")[prep.mask]   # docs/metrics.md: stats/kl_ref
             metrics["stats/kl_ref"] = float(kl.mean()) if kl.numel() else 0.0
         return metrics
 
-    def step(self, batch: TextRollout, prep: dict[str, Any], rows: torch.Tensor) -> dict[str, float]:
+    def step(self, batch: TextRollout, prep: PreparedBlock, rows: torch.Tensor) -> dict[str, float]:
         c = self.config
         out = self.core.logprobs(batch, rows, with_entropy=True)
-        mask = prep["mask"][rows]
-        pg, m = lm_policy_loss(out.logprobs, prep["old"][rows], prep["adv"][rows], mask, clip_low=c.clip_low,
+        p = prep.rows(rows)
+        mask = p.mask
+        pg, m = lm_policy_loss(out.logprobs, p.old, p.adv, mask, clip_low=c.clip_low,
                                clip_high=c.clip_high, aggregation=c.aggregation,
                                max_length=c.collect.max_new_tokens, dual_clip=c.dual_clip)
         values = self.values(batch, rows)
-        vloss = value_loss(values, prep["returns"][rows], prep["old_values"][rows], c.value_clip, mask)
+        vloss = value_loss(values, p.returns, p.old_values, c.value_clip, mask)
         self.critic_optimizer.zero_grad(set_to_none=True)
         grad_norm = self.core.apply(pg + c.vf_coef * vloss)  # backward reaches the critic too
         critic_params = [p for g in self.critic_optimizer.param_groups for p in g["params"]]

@@ -3,6 +3,7 @@ and ``CollectConfig`` (how many prompts and completions a block has, how they ar
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -134,3 +135,28 @@ class SFTBatch:
         if not (self.input_ids.shape == self.attention_mask.shape == self.loss_mask.shape):
             shapes = [tuple(t.shape) for t in (self.input_ids, self.attention_mask, self.loss_mask)]
             raise ValueError(f"SFTBatch shapes differ: input_ids/attention_mask/loss_mask {shapes}")
+
+
+@dataclass(frozen=True)
+class PreparedBlock:
+    """What the gradient steps of an LM policy-gradient update need, computed once per generation block
+    (``GRPO.prepare`` / ``LMPPO.prepare``). ``B`` completions of ``N`` completion tokens.
+
+    ``mask [B, N]`` bool: tokens in the loss; ``old [B, N]``: behaviour log-probs; ``ref [B, N]``:
+    reference log-probs (None: no reference); ``adv``: ``[B]`` sequence or ``[B, N]`` token advantages
+    (0 for unscorable completions); ``beta``: the KL weight *in the loss* (0 when the KL is in the
+    reward); LM-PPO also ``returns``/``old_values [B, N]`` (value targets, critic values at sampling).
+    """
+
+    mask: torch.Tensor
+    old: torch.Tensor
+    ref: torch.Tensor | None
+    adv: torch.Tensor
+    beta: float
+    returns: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+
+    def rows(self, idx: torch.Tensor) -> PreparedBlock:
+        """The same block restricted to the completions ``idx`` (a minibatch)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)})

@@ -68,8 +68,8 @@ def test_unscorable_rewards_are_masked_not_zeroed(policy, examples):
 
     core = _core(policy)
     prep = core.prepare(batch)
-    assert (prep["adv"][~expect] == 0).all()
-    assert not prep["mask"][~expect].any() and prep["mask"][expect].any()
+    assert (prep.adv[~expect] == 0).all()
+    assert not prep.mask[~expect].any() and prep.mask[expect].any()
     # by hand: per group, mean and (n-1)-std over the scorable completions only
     mixed = 0
     for g in range(batch.num_groups):
@@ -77,10 +77,10 @@ def test_unscorable_rewards_are_masked_not_zeroed(policy, examples):
         ok = rows[batch.scorable[rows]]
         r = batch.rewards[ok].double().numpy()
         if len(r) < 2 or np.ptp(r) <= 1e-6:
-            assert (prep["adv"][rows] == 0).all()
+            assert (prep.adv[rows] == 0).all()
             continue
         want = (r - r.mean()) / max(r.std(ddof=1), 1e-3)
-        assert np.allclose(prep["adv"][ok].numpy(), want, atol=1e-5)
+        assert np.allclose(prep.adv[ok].numpy(), want, atol=1e-5)
         if len(ok) < len(rows):
             mixed += 1
             zero_filled = batch.rewards[rows].nan_to_num(0.0).double().numpy()
@@ -169,7 +169,7 @@ def test_length_penalty_and_selective_mask(policy):
 def test_difficulty_scaled_advantages(policy):
     batch = _toy_batch()
     plain, scaled = _core(policy), _core(policy, difficulty_scaling=True)
-    a, b = plain.prepare(batch)["adv"], scaled.prepare(batch)["adv"]
+    a, b = plain.prepare(batch).adv, scaled.prepare(batch).adv
     # group 0 ties (advantage 0 either way); group 1 is harder (accuracy 0.5, format 0.5)
     w = shaping.difficulty_weights(torch.tensor([0.0, 0.5]), torch.tensor([0.0, 0.5]), 1.0, 1.0, 0.25)
     assert torch.allclose(b, a * w[batch.group_index])
