@@ -77,7 +77,7 @@ class MPO:
         if isinstance(batch, PreferencePairs):
             return {f"dpo/{k}": v for k, v in self.dpo.update(batch).items()}
         if not self.switched:
-            self.policy.reference_model.load_state_dict(self.policy.model.state_dict())
+            self.policy.sync_reference()
             self.switched = True
         return self.rl.update(batch)
 

@@ -27,7 +27,6 @@ SPO and INPO/EGPO need no transitive structure, so they stay sound on cyclic pre
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -37,6 +36,7 @@ import torch
 
 from policyopt.core.config import configclass
 from policyopt.data.preference import OnlineGroups
+from policyopt.lm.policy import frozen_copy
 from policyopt.losses import preference as L
 from policyopt.nets.optim import optimizer_step
 
@@ -142,7 +142,7 @@ class OnlinePreference:
         self.config, self.model, self.reference = config, model, reference.eval()
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate)
-        self.previous = copy.deepcopy(model).eval() if config.method == "inpo" else None
+        self.previous = frozen_copy(model) if config.method == "inpo" else None
         self.num_updates = 0
 
     def _pair_terms(self, batch: OnlineGroups) -> tuple[torch.Tensor, ...]:

@@ -4,7 +4,6 @@ evaluators of DPO-family, online-preference, MPO and reward-model runs."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -53,11 +52,14 @@ def load_data(cfg: PreferenceDataConfig, listwise: bool, tokenizer: Any):
 
 
 def starting_model(model_cfg: Any, synthetic: dict[str, Any] | None = None, sft_updates: int = 0,
-                   seed: int = 0, algo: str = "dpo") -> tuple[torch.nn.Module, Any]:
+                   seed: int = 0, algo: str = "dpo", run_dir: Path | None = None) -> tuple[torch.nn.Module, Any]:
     """``(model, tokenizer)`` of a ``model:`` section (``builtin``/``tiny``/a directory, weights from
     ``model.init_from`` if set), optionally SFT'd ``sft_updates`` updates on the synthetic behaviour
-    policy's completions (so the starting policy writes valid answers)."""
+    policy's completions (so the starting policy writes valid answers): the stage ``sft_warmup`` of the
+    run in ``run_dir`` (:func:`policyopt.app.stages.run_stage`; restored, not redone, on resume)."""
     from policyopt.app.build_lm import load_lm_weights
+    from policyopt.app.stages import run_stage
+    from policyopt.core.config import to_dict
     from policyopt.lm.source import load_model
 
     if model_cfg.lora_rank:
@@ -82,8 +84,9 @@ def starting_model(model_cfg: Any, synthetic: dict[str, Any] | None = None, sft_
         texts = behaviour_completions(syn, len(prompts), np.random.default_rng(seed))
         collector = SFTCollector(list(zip(prompts, texts)), tok, SFTDataConfig(batch_size=64, seed=seed))
         sft = SFT(model, SFTConfig(learning_rate=5e-3, warmup_updates=10))
-        for _ in range(sft_updates):
-            sft.update(collector.collect())
+        run_stage("sft_warmup", sft, collector, sft_updates, collector.config.batch_size, run_dir,
+                  {"model": to_dict(model_cfg), "seed": seed, "synthetic": to_dict(syn), "sft": to_dict(sft.config),
+                   "data": to_dict(collector.config)})
         model.eval()
     return model, tok
 
@@ -94,7 +97,7 @@ def build_dpo(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
 
     cfg = run_config.algo_config
     model, tokenizer = starting_model(run_config.model, cfg.data.synthetic, cfg.sft_warmup_updates,
-                                      algo=run_config.algo)
+                                      algo=run_config.algo, run_dir=run_dir)
     listwise = cfg.loss in LIST_LOSSES
     table, truth, syn = load_data(cfg.data, listwise, tokenizer)
     mean = cfg.length_normalize and cfg.loss != "rrhf"
@@ -119,8 +122,11 @@ def build_online_pref(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     from policyopt.lm.synthetic_preference import SyntheticConfig, make_truth, synthetic_prompts
 
     cfg = run_config.algo_config
-    model, tok = starting_model(run_config.model, cfg.synthetic, cfg.sft_warmup_updates, algo=run_config.algo)
-    reference = copy.deepcopy(model)
+    model, tok = starting_model(run_config.model, cfg.synthetic, cfg.sft_warmup_updates, algo=run_config.algo,
+                                run_dir=run_dir)
+    from policyopt.lm.policy import frozen_copy
+
+    reference = frozen_copy(model)
     syn = build_config(SyntheticConfig, cfg.synthetic, f"{run_config.algo}.synthetic")
     truth = make_truth(syn)
     judge = TruthJudge(truth) if cfg.judge == "truth" else RewardJudge(truth.as_reward_fn(), 0.1)
@@ -132,15 +138,19 @@ def build_online_pref(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     return OnlinePreference(cfg, model, reference), collector, evaluator
 
 
-def _trained_reward_fn(cfg: MPOConfig, backbone: str, table: Any, tokenizer: Any, seed: int) -> Any:
+def _trained_reward_fn(cfg: MPOConfig, backbone: str, table: Any, tokenizer: Any, seed: int,
+                       run_dir: Path | None = None) -> Any:
+    """MPO's reward model: ``rm_updates`` updates on all pairs, the stage ``reward_model`` of the run."""
     from policyopt.algos.reward_model import RewardModelConfig, RewardModelTrainer, as_reward_fn, build_ensemble
+    from policyopt.app.stages import run_stage
+    from policyopt.core.config import to_dict
     from policyopt.runtime.lm_collectors import PreferenceCollector
 
     members, _ = build_ensemble(backbone, 1, "causal", seed=seed)
     trainer = RewardModelTrainer(RewardModelConfig(learning_rate=cfg.rm_learning_rate, seed=seed), members, len(table))
     collector = PreferenceCollector(table, None, cfg.batch_size, seed=seed)
-    for _ in range(cfg.rm_updates):
-        trainer.update(collector.collect())
+    run_stage("reward_model", trainer, collector, cfg.rm_updates, cfg.batch_size, run_dir,
+              {"backbone": backbone, "seed": seed, "synthetic": cfg.synthetic, "reward_model": to_dict(trainer.config)})
     return as_reward_fn(trainer, tokenizer)
 
 
@@ -159,12 +169,12 @@ def build_mpo(run_config: Any, run_dir: Path) -> tuple[Any, Any, Any]:
     from policyopt.runtime.text_collector import TextCollector
 
     cfg, seed = run_config.algo_config, run_config.seed
-    model, tok = starting_model(run_config.model, cfg.synthetic, cfg.sft_warmup_updates, algo="mpo")
+    model, tok = starting_model(run_config.model, cfg.synthetic, cfg.sft_warmup_updates, algo="mpo", run_dir=run_dir)
     syn = build_config(SyntheticConfig, cfg.synthetic, "mpo.synthetic")
     records, truth = synthetic_pairs(syn)
     table = PairTable.from_records(records, tok)
     reward_fn = (truth.as_reward_fn() if cfg.reward == "truth"
-                 else _trained_reward_fn(cfg, run_config.model.path, table, tok, seed))
+                 else _trained_reward_fn(cfg, run_config.model.path, table, tok, seed, run_dir))
     margins = np.asarray(reward_fn(records.prompts, records.chosen)) - np.asarray(
         reward_fn(records.prompts, records.rejected))
     easy, hard = split_by_margin(margins, cfg.easy_fraction)

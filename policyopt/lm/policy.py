@@ -111,7 +111,13 @@ class LMPolicy:
         """Use a frozen copy of the current weights as the reference (for policies without LoRA)."""
         if self.has_lora:
             raise ValueError("freeze_reference: a LoRA policy already has its reference (adapters disabled)")
-        self.reference_model = _frozen(copy.deepcopy(self.model))
+        self.reference_model = frozen_copy(self.model)
+
+    def sync_reference(self) -> None:
+        """Make the frozen reference equal to the current weights (MPO's switch to the DPO model)."""
+        if self.reference_model is None:
+            raise ValueError("LMPolicy.sync_reference: no frozen reference (LoRA policies use their base)")
+        self.reference_model.load_state_dict(self.model.state_dict())
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
@@ -214,6 +220,15 @@ class LMPolicy:
 
 def _is_peft(model: torch.nn.Module) -> bool:
     return callable(getattr(model, "disable_adapter", None)) and hasattr(model, "peft_config")
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen deep copy of ``model`` (eval mode, no gradients): the one way a reference policy or a
+    previous iterate is held by every LM algorithm without LoRA (``LMPolicy.freeze_reference``, the
+    online preference methods' reference and INPO's previous iterate). With LoRA the reference is the
+    adapters-disabled base instead (:meth:`LMPolicy.reference`); offline methods on a fixed dataset
+    cache the reference's log-probs once (``policyopt.algos.dpo.cached_reference``)."""
+    return _frozen(copy.deepcopy(model))
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:
