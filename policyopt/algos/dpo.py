@@ -183,10 +183,9 @@ def packed_pair_logps(model: torch.nn.Module, batch: Any, pairs_per_row: int = 4
     prompt is computed once per pair instead of twice and padding nearly vanishes, so the forward and
     backward cost ~40% fewer token-FLOPs than :func:`sequence_logps` on ``2B`` padded rows, with the
     same result up to float rounding. Needs a HF decoder that accepts 4D masks (Llama, Qwen2, ...).
+    The gathered prediction states go through the chunked head :func:`~policyopt.lm.logprobs.head_logprobs`.
     """
-    from torch.utils.checkpoint import checkpoint
-
-    from policyopt.lm.logprobs import body_and_head
+    from policyopt.lm.logprobs import body_and_head, head_logprobs
 
     lay = _packed_layout(batch, pairs_per_row)
     rows, width = int(lay["rows"]), int(lay["width"])
@@ -210,12 +209,7 @@ def packed_pair_logps(model: torch.nn.Module, batch: Any, pairs_per_row: int = 4
     hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
     preds = torch.cat([hidden[lay["row"][lay["ci"]], lay["pred_c"]], hidden[lay["row"][lay["ri"]], lay["pred_r"]]])
     targets = torch.cat([batch.chosen_ids[batch.chosen_mask.bool()], batch.rejected_ids[batch.rejected_mask.bool()]])
-    pieces = []
-    for t0 in range(0, preds.shape[0], token_chunk):
-        args = (head, preds[t0:t0 + token_chunk], targets[t0:t0 + token_chunk])
-        grad = torch.is_grad_enabled() and preds.requires_grad
-        pieces.append(checkpoint(_token_logps, *args, use_reentrant=False) if grad else _token_logps(*args))
-    lp = torch.cat(pieces)
+    lp = head_logprobs(head, preds, targets, token_chunk=token_chunk).logprobs      # [M] chosen, then rejected
     n_c, b = lay["ci"].shape[0], batch.chosen_ids.shape[0]
     chosen = lp.new_zeros(b).index_add(0, lay["ci"], lp[:n_c])
     rejected = lp.new_zeros(b).index_add(0, lay["ri"], lp[n_c:])
@@ -223,10 +217,6 @@ def packed_pair_logps(model: torch.nn.Module, batch: Any, pairs_per_row: int = 4
         chosen = chosen / batch.chosen_mask.sum(1).clamp_min(1)
         rejected = rejected / batch.rejected_mask.sum(1).clamp_min(1)
     return chosen, rejected
-
-
-def _token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return head(hidden).float().log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
 
 
 def reference_table(model: torch.nn.Module, table: Any, batch_size: int = 64, mean: bool = False,

@@ -10,26 +10,16 @@ fewer FLOPs: on short-answer tasks the prompt is about half of every sequence.
 
 Layout as in :mod:`policyopt.lm.logprobs`: prompts left-padded ``[B, P]``, completions right-padded
 ``[B, N]``; ``group [B]`` says which rows share a prompt (their ``prompt_ids`` rows must be equal; if
-not, the plain pass is used). At most ``[token_chunk, vocab]`` logits exist at once (activation
-checkpointing per chunk when gradients are on).
+not, the plain pass is used). The output head is the library's one chunked head,
+:func:`policyopt.lm.logprobs.head_logprobs`: at most ``[token_chunk, vocab]`` logits exist at once
+(activation checkpointing per chunk when gradients are on).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
-from policyopt.lm.logprobs import TokenLogProbs, body_and_head, completion_logprobs, position_ids
-
-
-def _head(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
-          with_entropy: bool) -> torch.Tensor:
-    """``hidden [M, H]`` -> ``[2, M]`` (token log-prob, entropy) or ``[1, M]``."""
-    logp = (head(hidden).float() / temperature).log_softmax(-1)
-    token = logp.gather(-1, targets[:, None]).squeeze(-1)
-    if not with_entropy:
-        return token[None]
-    return torch.stack([token, -(logp.exp() * logp).sum(-1)])
+from policyopt.lm.logprobs import TokenLogProbs, body_and_head, completion_logprobs, head_logprobs, position_ids
 
 
 def grouped_hidden_states(body: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
@@ -70,19 +60,8 @@ def grouped_completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor
     if hidden is None:
         return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                                    temperature=temperature, with_entropy=with_entropy, token_chunk=token_chunk)
-    cmask = completion_mask.bool()
-    selected, targets = hidden[cmask], completion_ids[cmask]
-    pieces = []
-    for t0 in range(0, selected.shape[0], token_chunk):
-        args = (head, selected[t0:t0 + token_chunk], targets[t0:t0 + token_chunk], temperature, with_entropy)
-        grad = torch.is_grad_enabled() and selected.requires_grad
-        pieces.append(checkpoint(_head, *args, use_reentrant=False) if grad else _head(*args))
-    flat = torch.cat(pieces, -1) if pieces else selected.new_zeros((2 if with_entropy else 1, 0))
-
-    def scatter(values: torch.Tensor) -> torch.Tensor:
-        return values.new_zeros(cmask.shape).masked_scatter(cmask, values)
-
-    return TokenLogProbs(scatter(flat[0]), scatter(flat[1]) if with_entropy else None)
+    return head_logprobs(head, hidden, completion_ids, completion_mask, token_chunk=token_chunk,
+                         temperature=temperature, with_entropy=with_entropy)
 
 
 __all__ = ["grouped_completion_logprobs", "grouped_hidden_states"]

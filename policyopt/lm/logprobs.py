@@ -6,7 +6,9 @@ The training forward pass of every language-model method (GRPO, PPO, DPO, KL pen
 runs on ``row_chunk`` rows at a time and the output head is applied to ``token_chunk`` completion
 positions at a time, so at most ``[token_chunk, vocab]`` logits exist at once. When gradients are
 enabled each head chunk is wrapped in activation checkpointing, so the backward pass does not keep
-the chunks' logits alive either (they are recomputed chunk by chunk).
+the chunks' logits alive either (they are recomputed chunk by chunk). :func:`head_logprobs` is that
+chunked head, and the only one in the library: the grouped pass (``algos/lm_forward.py``) and DPO's
+packed pass (``algos/dpo.py``) call it on their own hidden states.
 
 Layout used throughout ``policyopt.lm``:
 
@@ -110,6 +112,53 @@ def _head_chunk(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
     return torch.stack([token_lp, entropy])
 
 
+def head_logprobs(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    token_chunk: int = 1024,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> TokenLogProbs:
+    """Token log-probs (and entropy) from hidden states, applying ``head`` to ``token_chunk`` positions at a time.
+
+    The one place in the library that turns hidden states into ``log softmax(head(h) / temperature)[y]``.
+    Shapes: ``hidden [*S, H]`` (the state *before* each target token), ``targets [*S]`` (long), ``mask [*S]``
+    (bool, or None = every position). Only the masked positions reach the head, so at most
+    ``[token_chunk, vocab]`` logits exist at once and padding costs nothing; when gradients flow into
+    ``hidden`` each chunk is activation-checkpointed (its logits are recomputed in the backward pass).
+    Returns :class:`TokenLogProbs` with ``[*S]`` float32 tensors, zero where ``mask`` is False.
+    Typical ``S``: ``[B, N]`` padded completions, or ``[M]`` positions already gathered by the caller.
+    """
+    if token_chunk < 1:
+        raise ValueError(f"token_chunk must be >= 1, got {token_chunk}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    if mask is None:
+        selected, picked = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    else:
+        mask = mask.bool()
+        selected, picked = hidden[mask], targets[mask]
+    grad = torch.is_grad_enabled() and selected.requires_grad
+    pieces = []
+    for t0 in range(0, selected.shape[0], token_chunk):
+        args = (head, selected[t0:t0 + token_chunk], picked[t0:t0 + token_chunk], temperature, with_entropy)
+        pieces.append(checkpoint(_head_chunk, *args, use_reentrant=False) if grad else _head_chunk(*args))
+    flat = (torch.cat(pieces, -1) if pieces
+            else selected.new_zeros((2, 0) if with_entropy else (0,), dtype=torch.float32))
+
+    def place(values: torch.Tensor) -> torch.Tensor:
+        if mask is None:
+            return values.reshape(targets.shape)
+        return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+    if with_entropy:
+        return TokenLogProbs(place(flat[0]), place(flat[1]))
+    return TokenLogProbs(place(flat))
+
+
 def completion_logprobs(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -150,25 +199,11 @@ def completion_logprobs(
                       use_cache=False).last_hidden_state
         # the hidden state at position i predicts token i + 1
         hidden = hidden[:, prompt_len - 1: ids.shape[1] - 1]
-        cmask = completion_mask[rows].bool()
-        selected, targets = hidden[cmask], completion_ids[rows][cmask]
-        pieces = []
-        for t0 in range(0, selected.shape[0], token_chunk):
-            args = (head, selected[t0:t0 + token_chunk], targets[t0:t0 + token_chunk], temperature, with_entropy)
-            if torch.is_grad_enabled() and selected.requires_grad:
-                pieces.append(checkpoint(_head_chunk, *args, use_reentrant=False))
-            else:
-                pieces.append(_head_chunk(*args))
-        flat = torch.cat(pieces, -1) if pieces else selected.new_zeros((2, 0) if with_entropy else (0,))
-        lp_rows.append(_scatter(flat[0] if with_entropy else flat, cmask))
-        if with_entropy:
-            ent_rows.append(_scatter(flat[1], cmask))
+        out = head_logprobs(head, hidden, completion_ids[rows], completion_mask[rows], token_chunk=token_chunk,
+                            temperature=temperature, with_entropy=with_entropy)
+        lp_rows.append(out.logprobs)
+        ent_rows.append(out.entropy)
     return TokenLogProbs(torch.cat(lp_rows), torch.cat(ent_rows) if with_entropy else None)
-
-
-def _scatter(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    out = values.new_zeros(mask.shape)
-    return out.masked_scatter(mask, values)
 
 
 def _check_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -217,5 +252,5 @@ def sequence_logprob(token_logprobs: torch.Tensor, completion_mask: torch.Tensor
     return (token_logprobs * completion_mask).sum(-1)
 
 
-__all__ = ["TokenLogProbs", "body_and_head", "completion_logprobs", "eval_mode", "left_pad", "position_ids",
-           "precompute_reference_logprobs", "reference_logprobs", "sequence_logprob", "unwrap_model"]
+__all__ = ["TokenLogProbs", "body_and_head", "completion_logprobs", "eval_mode", "head_logprobs", "left_pad",
+           "position_ids", "precompute_reference_logprobs", "reference_logprobs", "sequence_logprob", "unwrap_model"]

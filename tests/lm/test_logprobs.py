@@ -8,6 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from policyopt.lm.logprobs import (
     completion_logprobs,
+    head_logprobs,
     left_pad,
     position_ids,
     precompute_reference_logprobs,
@@ -117,3 +118,34 @@ def test_bad_batches_name_the_problem():
         completion_logprobs(model, p, pm, c[:2], cm[:2])
     with pytest.raises(ValueError, match="temperature"):
         completion_logprobs(model, p, pm, c, cm, temperature=0.0)
+
+
+@pytest.mark.parametrize("token_chunk", [1, 4, 7, 64])  # 7 > T, 64 > every masked position together
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_head_logprobs_equals_full_log_softmax_gather_for_any_token_chunk(token_chunk, temperature):
+    torch.manual_seed(0)
+    rows, length, width = 3, 6, 16
+    head = torch.nn.Linear(width, VOCAB, bias=False)
+    hidden = torch.randn(rows, length, width, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (rows, length))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+
+    logp = (head(hidden) / temperature).log_softmax(-1)  # the definition: full [R, T, V] logits
+    want_lp = logp.gather(-1, targets[..., None]).squeeze(-1) * mask
+    want_ent = -(logp.exp() * logp).sum(-1) * mask
+    (want_grad,) = torch.autograd.grad((want_lp + want_ent).sum(), hidden)
+
+    out = head_logprobs(head, hidden, targets, mask, token_chunk=token_chunk, temperature=temperature,
+                        with_entropy=True)
+    assert out.logprobs.shape == out.entropy.shape == (rows, length)
+    torch.testing.assert_close(out.logprobs, want_lp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.entropy, want_ent, rtol=0, atol=1e-5)
+    assert not out.logprobs[~mask].any() and not out.entropy[~mask].any()
+    (grad,) = torch.autograd.grad((out.logprobs + out.entropy).sum(), hidden)  # through checkpointed chunks
+    torch.testing.assert_close(grad, want_grad, rtol=0, atol=1e-5)
+
+    # already-gathered positions (no mask), as DPO's packed pass calls it: [M, H] -> [M]
+    flat = head_logprobs(head, hidden.detach()[mask], targets[mask], token_chunk=token_chunk,
+                         temperature=temperature)
+    assert flat.entropy is None
+    torch.testing.assert_close(flat.logprobs, want_lp[mask], rtol=0, atol=1e-5)
